@@ -1,0 +1,1 @@
+"""Ports: the Protocols the application depends on. Adapters implement them."""

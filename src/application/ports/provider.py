@@ -1,0 +1,86 @@
+"""Provider-side ports: what a provider implements, in process or behind gRPC.
+
+A provider is one object; which of these Protocols it honours beyond ``PodLifecycle`` is told
+by ``Provider.capabilities()``. Every method may raise the domain errors of
+``vkubelet.domain.errors``; anything else is treated as Transient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
+
+from vkubelet.domain.pod import Pod, PodRef
+from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
+
+
+class PodLifecycle(Protocol):
+    """Runs pods. Keyed by pod UID, never by namespace/name alone.
+
+    The pod handed in has its environment already resolved; the provider must not mutate it.
+    """
+
+    async def create_pod(self, pod: Pod) -> None:
+        """Start ``pod``. Creating a UID that already exists must not start it twice."""
+
+    async def update_pod(self, pod: Pod) -> None:
+        """Apply a changed spec (containers, activeDeadlineSeconds, tolerations, labels, ...)."""
+
+    async def delete_pod(self, pod: Pod) -> None:
+        """Stop ``pod`` and forget it. Idempotent: may be called several times.
+
+        Raises NotFound when the provider has no such pod, which callers count as success.
+        After deleting, a provider with a status stream reports a terminal status for it.
+        """
+
+    async def get_pod(self, ref: PodRef) -> Pod:
+        """The provider's copy of the pod, status included. Raises NotFound if it has none."""
+
+    async def get_pod_status(self, ref: PodRef) -> Mapping[str, Any]:
+        """The pod's current v1 PodStatus. Raises NotFound if the provider lost the pod."""
+
+    async def list_pods(self) -> Sequence[Pod]:
+        """Every pod the provider runs for this node."""
+
+
+class PodStatusSource(Protocol):
+    """Pushes status changes (capability POD_STATUS_STREAM); providers without it are polled."""
+
+    def pod_status_updates(self) -> AsyncIterator[Pod]:
+        """Yield the provider's pod (with its new status) each time a status changes.
+
+        The iterator ends or raises Transient when the source breaks; the caller reconnects.
+        """
+        ...
+
+
+class NodeHealth(Protocol):
+    """The provider's side of node liveness."""
+
+    async def ping(self) -> None:
+        """Return when the provider is healthy; raise (any error) when it is not. Cheap."""
+
+    async def node_template(self) -> NodeTemplate:
+        """Capacity, labels, taints, addresses, OS/arch of the node this provider backs."""
+
+
+class Stats(Protocol):
+    """Resource usage (capabilities STATS_SUMMARY and METRICS_RESOURCE)."""
+
+    async def stats_summary(self) -> Mapping[str, Any]:
+        """The kubelet stats/v1alpha1 Summary as JSON-compatible data."""
+
+    async def metrics_resource(self) -> Sequence[MetricFamily]:
+        """Node, pod and container CPU/memory usage with kubelet metric and label names."""
+
+
+class Provider(PodLifecycle, PodStatusSource, NodeHealth, Stats, Protocol):
+    """Everything vkubelet asks of a provider. Optional parts are listed by ``capabilities``;
+    vkubelet never calls a method whose capability is absent (such methods raise NotSupported)."""
+
+    def capabilities(self) -> frozenset[Capability]:
+        """Which optional parts this provider implements. Constant for its lifetime."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources at shutdown. Pods keep running."""
