@@ -1,0 +1,296 @@
+"""The mock provider's configuration file (``--provider-config``).
+
+The format is upstream's: a JSON object keyed by node name, so one file can describe several
+nodes::
+
+    {
+      "vk-0": {
+        "cpu": "2", "memory": "32Gi", "pods": "128",
+        "others": {"nvidia.com/gpu": "1"},
+        "providerID": "mock://vk-0",
+        "labels": {"topology.kubernetes.io/zone": "zone-a"},
+        "taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}],
+        "architecture": "arm64",
+        "operatingSystem": "linux"
+      }
+    }
+
+``cpu``, ``memory``, ``pods``, ``others`` and ``providerID`` are upstream's keys; ``labels``,
+``taints``, ``architecture`` and ``operatingSystem`` are ours. Absent keys take defaults: cpu
+``20``, memory ``100Gi``, pods ``20``, no extra resources, no provider ID, no labels or taints,
+the host's architecture under its Go name (``amd64``, ``arm64``, ...) rather than upstream's
+hard-coded amd64, and the operating system the caller passes (the CLI's ``--os``, ``linux``).
+
+Where we differ from upstream (its bug 20), every problem is reported as a
+:class:`MockConfigError` whose message names the file, the key and the offending value, meant to
+stop the process at startup:
+
+* no config path at all: the defaults (upstream fails reading the empty path);
+* a file that lacks the node: an error naming the node and listing the node keys the file has
+  (upstream silently leaves the config empty and then fails with ``invalid CPU value``);
+* unreadable file, unparsable JSON, a value of the wrong JSON type, a resource quantity that is
+  not a Kubernetes quantity, a taint with an unknown effect: an error.
+
+Keys we do not know inside a node's object are logged as a warning and ignored, as Go's JSON
+decoder ignores them, so files written for upstream keep loading while typos stay visible.
+
+Quantities are checked by shape only (a regular expression for the Kubernetes quantity syntax:
+a non-negative decimal number with an optional binary ``Ki..Ei``, decimal ``n u m k M G T P E``
+or exponent suffix); the values are passed to the API server as written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vkubelet.domain.errors import InvalidInput
+from vkubelet.domain.provider import Taint
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CPU = "20"
+DEFAULT_MEMORY = "100Gi"
+DEFAULT_PODS = "20"
+
+TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
+
+_KNOWN_KEYS = frozenset(
+    {"cpu", "memory", "pods", "others", "providerID", "labels", "taints", "architecture", "operatingSystem"}
+)
+_QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
+# A lower-case Go GOOS/GOARCH-like word: "linux", "windows", "amd64", "ppc64le", ...
+_PLATFORM_WORD = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+# platform.machine() spellings -> Go's GOARCH names, which Kubernetes uses for kubernetes.io/arch.
+_GO_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "i386": "386",
+    "i686": "386",
+    "x86": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+
+
+class MockConfigError(InvalidInput):
+    """The mock provider's configuration is unusable; the message says where and why."""
+
+
+def host_architecture() -> str:
+    """The host's CPU architecture under its Go name (``amd64``, ``arm64``, ...)."""
+    machine = platform.machine().lower()
+    return _GO_ARCH.get(machine, machine or "amd64")
+
+
+def is_quantity(value: str) -> bool:
+    """True when ``value`` has the shape of a non-negative Kubernetes resource quantity."""
+    return bool(_QUANTITY.match(value))
+
+
+@dataclass(frozen=True, slots=True)
+class MockNodeConfig:
+    """One node's entry of the config file, with defaults applied and every value checked."""
+
+    cpu: str = DEFAULT_CPU
+    memory: str = DEFAULT_MEMORY
+    pods: str = DEFAULT_PODS
+    others: Mapping[str, str] = field(default_factory=dict)
+    provider_id: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    architecture: str = field(default_factory=host_architecture)
+    operating_system: str = "linux"
+
+    @property
+    def capacity(self) -> dict[str, str]:
+        """The node's capacity (and allocatable): cpu, memory, pods, then the extra resources."""
+        return {"cpu": self.cpu, "memory": self.memory, "pods": self.pods, **self.others}
+
+
+def load_mock_config(
+    path: str | os.PathLike[str] | None, *, node_name: str, operating_system: str = "linux"
+) -> MockNodeConfig:
+    """Read ``node_name``'s entry from the file at ``path``; the defaults when ``path`` is empty.
+
+    ``operating_system`` is the default for a missing ``operatingSystem`` key. Raises
+    :class:`MockConfigError`.
+    """
+    if path is None or str(path) == "":
+        return MockNodeConfig(operating_system=_platform_word(operating_system, "operating system", "--os"))
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MockConfigError(f"mock provider config {source}: cannot read it: {exc}") from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MockConfigError(f"mock provider config {source}: not valid JSON: {exc}") from exc
+    return parse_mock_config(document, node_name=node_name, source=source, operating_system=operating_system)
+
+
+def parse_mock_config(
+    document: object, *, node_name: str, source: str = "<config>", operating_system: str = "linux"
+) -> MockNodeConfig:
+    """Validate a decoded config document and return ``node_name``'s entry (see the module doc)."""
+    if not isinstance(document, Mapping):
+        raise MockConfigError(
+            f"mock provider config {source}: must be a JSON object keyed by node name, "
+            f"got {_json_type(document)}"
+        )
+    if node_name not in document:
+        present = ", ".join(sorted(repr(str(key)) for key in document)) or "none"
+        raise MockConfigError(
+            f"mock provider config {source}: has no entry for node {node_name!r} "
+            f"(node keys present: {present}); add a {node_name!r} key or run without a config file"
+        )
+    entry = document[node_name]
+    where = f"mock provider config {source}, node {node_name!r}"
+    if not isinstance(entry, Mapping):
+        raise MockConfigError(f"{where}: must be a JSON object, got {_json_type(entry)}")
+    unknown = sorted(str(key) for key in entry if key not in _KNOWN_KEYS)
+    if unknown:
+        log.warning(
+            "%s: ignoring unknown keys %s (known keys: %s)", where, ", ".join(unknown), ", ".join(sorted(_KNOWN_KEYS))
+        )
+
+    cpu = _quantity(entry, "cpu", DEFAULT_CPU, where)
+    memory = _quantity(entry, "memory", DEFAULT_MEMORY, where)
+    pods = _quantity(entry, "pods", DEFAULT_PODS, where)
+    others = _others(entry.get("others"), where)
+    provider_id = _string(entry, "providerID", "", where)
+    labels = _labels(entry.get("labels"), where)
+    taints = _taints(entry.get("taints"), where)
+    architecture = _platform_word(
+        _string(entry, "architecture", "", where) or host_architecture(), "architecture", where
+    )
+    os_name = _platform_word(
+        _string(entry, "operatingSystem", "", where) or operating_system, "operatingSystem", where
+    )
+    return MockNodeConfig(
+        cpu=cpu,
+        memory=memory,
+        pods=pods,
+        others=others,
+        provider_id=provider_id,
+        labels=labels,
+        taints=taints,
+        architecture=architecture,
+        operating_system=os_name,
+    )
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, Mapping) else type(value).__name__
+
+
+def _quantity_value(value: object, key: str, where: str) -> str:
+    # Plain JSON numbers are accepted too ("cpu": 4), though upstream only takes strings.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
+        raise MockConfigError(f"{where}: {key} must be a quantity string such as \"4\" or \"8Gi\", got {value!r}")
+    if not is_quantity(text):
+        raise MockConfigError(
+            f"{where}: {key}={value!r} is not a valid resource quantity (examples: \"2\", \"500m\", \"32Gi\")"
+        )
+    return text
+
+
+def _quantity(entry: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    value = entry.get(key)
+    if value is None or value == "":
+        return default
+    return _quantity_value(value, key, where)
+
+
+def _string(entry: Mapping[str, Any], key: str, default: str, where: str) -> str:
+    value = entry.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise MockConfigError(f"{where}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _platform_word(value: str, what: str, where: str) -> str:
+    if not _PLATFORM_WORD.match(value):
+        raise MockConfigError(f"{where}: {what} {value!r} must be a lower-case word such as 'linux' or 'amd64'")
+    return value
+
+
+def _others(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MockConfigError(f"{where}: others must be an object of resource name to quantity, got {value!r}")
+    result: dict[str, str] = {}
+    for name, quantity in value.items():
+        if not isinstance(name, str) or not name:
+            raise MockConfigError(f"{where}: others has an empty or non-string resource name {name!r}")
+        if name in ("cpu", "memory", "pods"):
+            raise MockConfigError(f"{where}: others.{name} repeats a top-level key; set {name!r} directly")
+        result[name] = _quantity_value(quantity, f"others[{name!r}]", where)
+    return result
+
+
+def _labels(value: object, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise MockConfigError(f"{where}: labels must be an object of string to string, got {value!r}")
+    labels: dict[str, str] = {}
+    for key, label in value.items():
+        if not isinstance(key, str) or not key or not isinstance(label, str):
+            raise MockConfigError(f"{where}: labels entry {key!r}: {label!r} must map a non-empty string to a string")
+        labels[key] = label
+    return labels
+
+
+def _taints(value: object, where: str) -> tuple[Taint, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise MockConfigError(f"{where}: taints must be an array of {{key, value, effect}}, got {value!r}")
+    taints: list[Taint] = []
+    for index, item in enumerate(value):
+        label = f"{where}: taints[{index}]"
+        if not isinstance(item, Mapping):
+            raise MockConfigError(f"{label} must be an object with key, value and effect, got {item!r}")
+        key, taint_value, effect = item.get("key"), item.get("value", ""), item.get("effect")
+        if not isinstance(key, str) or not key:
+            raise MockConfigError(f"{label}: key must be a non-empty string, got {key!r}")
+        if not isinstance(taint_value, str):
+            raise MockConfigError(f"{label}: value must be a string, got {taint_value!r}")
+        if effect not in TAINT_EFFECTS:
+            raise MockConfigError(
+                f"{label}: effect {effect!r} must be one of {', '.join(sorted(TAINT_EFFECTS))}"
+            )
+        taints.append(Taint(key=key, value=taint_value, effect=str(effect)))
+    return tuple(taints)

@@ -1,0 +1,487 @@
+"""The pod controller: keeps the provider's pods in line with the API server's.
+
+Design
+------
+Everything about one pod happens in one place, :meth:`PodController._sync`, keyed by the pod's
+UID and run by a :class:`KeyedWorkQueue` (one sync per UID at a time, ``workers`` UIDs in
+parallel, per-UID exponential backoff, never abandoned). Three feeds only *enqueue* UIDs:
+
+- the API watch (``spec.nodeName=<node>``), which keeps ``_api`` current, resumes from its
+  last resourceVersion and lists again after a 410;
+- the provider's status stream (or, for providers without one, a poll of ``get_pod_status``),
+  which keeps ``_provider`` current;
+- a periodic full reconcile, which lists the provider, catches anything the feeds missed
+  (dangling pods, pods the provider lost) and re-enqueues every pod.
+
+A sync reads both copies, asks the pure :func:`vkubelet.domain.sync.decide` what to do, does
+it, then writes the provider's status to the API server if it differs. Because the decision
+looks only at state, a duplicated or lost event cannot leave a pod behind.
+
+The provider being unreachable (a Transient error) stops nothing and changes nothing in the
+API: syncs back off and retry, the reconcile skips its pass, pods are neither deleted nor
+recreated until the provider answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from vkubelet.application.environment import EnvironmentResolver
+from vkubelet.application.ports.cluster import (
+    EventRecorder,
+    EventType,
+    ObjectRef,
+    PodEvent,
+    PodGateway,
+    WatchEventType,
+)
+from vkubelet.application.ports.provider import Provider
+from vkubelet.application.ports.runtime import Clock, Tracer
+from vkubelet.application.tracing import NullTracer
+from vkubelet.application.workqueue import KeyedWorkQueue
+from vkubelet.domain.backoff import Backoff
+from vkubelet.domain.errors import (
+    Conflict,
+    DomainError,
+    Expired,
+    NotFound,
+    classify,
+    is_error,
+)
+from vkubelet.domain.pod import Pod
+from vkubelet.domain.provider import Capability
+from vkubelet.domain.sync import (
+    Action,
+    config_failure_status,
+    decide,
+    lost_pod_status,
+    provider_failure,
+    spec_key,
+    specs_equal,
+    status_patch,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PodControllerSettings:
+    node_name: str
+    workers: int = 10
+    full_resync_period: float = 60.0
+    status_poll_interval: float = 5.0
+    backoff: Backoff = Backoff(base=0.05, cap=60.0)
+    watch_retry: Backoff = Backoff(base=0.2, cap=10.0)
+
+
+class _RetryLater(Exception):
+    """The sync did what it could; back off and run again (the reason was already reported)."""
+
+
+class PodController:
+    def __init__(
+        self,
+        *,
+        pods: PodGateway,
+        provider: Provider,
+        environment: EnvironmentResolver,
+        events: EventRecorder,
+        clock: Clock,
+        settings: PodControllerSettings,
+        tracer: Tracer | None = None,
+    ) -> None:
+        self._pods = pods
+        self._provider = provider
+        self._environment = environment
+        self._events = events
+        self._clock = clock
+        self._settings = settings
+        self._tracer = tracer or NullTracer()
+        self._capabilities = provider.capabilities()
+        # Per-UID state. _api/_provider hold the latest copy from each side.
+        self._api: dict[str, Pod] = {}
+        self._provider_pods: dict[str, Pod] = {}
+        self._provider_seen: dict[str, float] = {}  # monotonic time of the last provider news
+        self._applied: dict[str, str] = {}  # spec_key last created/updated in the provider
+        self._deleted_in_provider: set[str] = set()
+        self._queue: KeyedWorkQueue[str] = KeyedWorkQueue(
+            clock=clock,
+            handler=self._sync,
+            workers=settings.workers,
+            backoff=settings.backoff,
+            name="pods",
+            on_error=self._log_sync_error,
+        )
+        self.ready = asyncio.Event()
+
+    # -- views ------------------------------------------------------------------------------
+    def node_pods(self) -> Sequence[Pod]:
+        """The API server's pods bound to this node, as last seen (for the kubelet /pods route)."""
+        return list(self._api.values())
+
+    @property
+    def queue(self) -> KeyedWorkQueue[str]:
+        return self._queue
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Sync until cancelled. ``ready`` is set once the first list has been enqueued."""
+        resource_version = await self._relist()
+        await self._adopt_provider_pods()
+        tasks = [
+            asyncio.create_task(self._queue.run(), name="pod-queue"),
+            asyncio.create_task(self._watch(resource_version), name="pod-watch"),
+            asyncio.create_task(self._follow_provider(), name="provider-status"),
+            asyncio.create_task(self._reconcile_periodically(), name="pod-reconcile"),
+        ]
+        self.ready.set()
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # a crashed feed is a bug: surface it
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- API feed ---------------------------------------------------------------------------
+    async def _relist(self) -> str:
+        """List the node's pods (retrying transient errors) and enqueue what changed."""
+        failures = 0
+        while True:
+            try:
+                pods, resource_version = await self._pods.list_node_pods()
+                break
+            except DomainError as error:
+                failures += 1
+                log.warning("listing pods failed (attempt %d): %s", failures, error)
+                await self._clock.sleep(self._settings.watch_retry.delay(failures))
+        listed = {pod.ref.uid: pod for pod in pods}
+        for uid in set(self._api) - set(listed):  # deleted while we were not watching
+            del self._api[uid]
+            self._queue.add(uid)
+        for uid, pod in listed.items():
+            self._api[uid] = pod
+            self._queue.add(uid)
+        return resource_version
+
+    async def _watch(self, resource_version: str) -> None:
+        failures = 0
+        while True:
+            try:
+                async for event in self._pods.watch_node_pods(resource_version):
+                    failures = 0
+                    resource_version = event.pod.resource_version or resource_version
+                    self._on_api_event(event)
+            except Expired:
+                log.info("watch resourceVersion %s expired; listing again", resource_version)
+                resource_version = await self._relist()
+                continue
+            except DomainError as error:
+                failures += 1
+                log.warning("pod watch failed (attempt %d): %s", failures, error)
+                await self._clock.sleep(self._settings.watch_retry.delay(failures))
+                continue
+            # The server ended the watch (its timeout): resume from where we are.
+
+    def _on_api_event(self, event: PodEvent) -> None:
+        uid = event.pod.ref.uid
+        if event.type is WatchEventType.DELETED:
+            self._api.pop(uid, None)
+        else:
+            previous = self._api.get(uid)
+            if previous is not None and previous.resource_version == event.pod.resource_version:
+                return
+            self._api[uid] = event.pod
+        self._queue.add(uid)
+
+    # -- provider feed ----------------------------------------------------------------------
+    async def _adopt_provider_pods(self) -> None:
+        """Learn what the provider already runs (a restart must not create pods twice)."""
+        failures = 0
+        while True:
+            try:
+                pods = await self._provider.list_pods()
+                break
+            except DomainError as error:
+                failures += 1
+                log.warning("listing provider pods failed (attempt %d): %s", failures, error)
+                await self._clock.sleep(self._settings.watch_retry.delay(failures))
+        now = self._clock.monotonic()
+        for pod in pods:
+            uid = pod.ref.uid
+            self._provider_pods[uid] = pod
+            self._provider_seen[uid] = now
+            api_pod = self._api.get(uid)
+            if api_pod is not None:
+                # Running already: only a real spec change may trigger an update.
+                self._applied.setdefault(uid, spec_key(api_pod))
+            self._queue.add(uid)  # dangling pods (not in the API) get deleted by the sync
+
+    def _on_provider_pod(self, pod: Pod) -> None:
+        uid = pod.ref.uid
+        if uid not in self._api and uid not in self._provider_pods:
+            log.warning("provider reported a status for unknown pod %s; ignoring it", pod.ref)
+            return
+        self._provider_pods[uid] = pod
+        self._provider_seen[uid] = self._clock.monotonic()
+        self._queue.add(uid)
+
+    async def _follow_provider(self) -> None:
+        if Capability.POD_STATUS_STREAM in self._capabilities:
+            await self._stream_statuses()
+        else:
+            await self._poll_statuses()
+
+    async def _stream_statuses(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async for pod in self._provider.pod_status_updates():
+                    failures = 0
+                    self._on_provider_pod(pod)
+            except DomainError as error:
+                log.warning("provider status stream broke: %s", error)
+            failures += 1
+            await self._clock.sleep(self._settings.watch_retry.delay(failures))
+
+    async def _poll_statuses(self) -> None:
+        limit = asyncio.Semaphore(self._settings.workers)
+
+        async def poll(uid: str, pod: Pod) -> None:
+            async with limit:
+                try:
+                    status = await self._provider.get_pod_status(pod.ref)
+                except NotFound:
+                    if self._provider_pods.pop(uid, None) is not None:
+                        self._queue.add(uid)
+                    return
+                except DomainError as error:
+                    log.debug("status poll of %s failed: %s", pod.ref, error)
+                    return
+                known = self._provider_pods.get(uid)
+                if known is None or known.status != status:
+                    self._on_provider_pod(_with_status(known or pod, status))
+
+        while True:
+            await self._clock.sleep(self._settings.status_poll_interval)
+            targets = [
+                (uid, pod)
+                for uid, pod in self._api.items()
+                if uid in self._provider_pods and not pod.is_terminal
+            ]
+            await asyncio.gather(*(poll(uid, pod) for uid, pod in targets))
+
+    async def _reconcile_periodically(self) -> None:
+        while True:
+            await self._clock.sleep(self._settings.full_resync_period)
+            await self.reconcile()
+
+    async def reconcile(self) -> None:
+        """Compare the provider's pod list with what we know and re-enqueue every pod."""
+        started = self._clock.monotonic()
+        try:
+            listed = {pod.ref.uid: pod for pod in await self._provider.list_pods()}
+        except DomainError as error:
+            log.warning("full reconcile skipped: listing provider pods failed: %s", error)
+            return
+        for uid, pod in listed.items():
+            if uid not in self._provider_pods:
+                self._provider_pods[uid] = pod
+                self._provider_seen[uid] = started
+        for uid in list(self._provider_pods):
+            # Only forget pods the provider had time to report: one created during the list
+            # call is not in the list but is not lost either.
+            if uid not in listed and self._provider_seen.get(uid, started) < started:
+                del self._provider_pods[uid]
+        for uid in set(self._api) | set(self._provider_pods):
+            self._queue.add(uid)
+
+    # -- the sync ---------------------------------------------------------------------------
+    async def _sync(self, uid: str) -> float | None:
+        api_pod = self._api.get(uid)
+        provider_pod = self._provider_pods.get(uid)
+        decision = decide(
+            api_pod=api_pod,
+            provider_pod=provider_pod,
+            applied_spec_key=self._applied.get(uid),
+            deleted_in_provider=uid in self._deleted_in_provider,
+            now=self._clock.now(),
+        )
+        pod = api_pod or provider_pod
+        attributes = {"node.name": self._settings.node_name, "pod.uid": uid, "sync.action": decision.action.value}
+        if pod is not None:
+            attributes.update({"pod.namespace": pod.ref.namespace, "pod.name": pod.ref.name})
+        with self._tracer.span("PodController.sync", attributes):
+            handler = self._handlers[decision.action]
+            await handler(self, api_pod, provider_pod)
+            await self._write_status(uid)
+        if api_pod is None and decision.action is Action.NOTHING:
+            self._forget(uid)
+        return decision.recheck_after
+
+    def _forget(self, uid: str) -> None:
+        self._provider_pods.pop(uid, None)
+        self._provider_seen.pop(uid, None)
+        self._applied.pop(uid, None)
+        self._deleted_in_provider.discard(uid)
+
+    async def _nothing(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
+        return None
+
+    async def _create(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
+        assert api_pod is not None
+        resolved = await self._resolve(api_pod)
+        try:
+            with self._tracer.span("Provider.create_pod", _pod_attributes(api_pod)):
+                await self._provider.create_pod(resolved)
+        except Exception as error:
+            await self._provider_call_failed(api_pod, error, reason="ProviderCreateFailed")
+            return
+        self._record(api_pod, EventType.NORMAL, "ProviderCreateSuccess", "Create pod in provider successfully")
+        self._applied[api_pod.ref.uid] = spec_key(api_pod)
+        # Until the provider reports a status, its copy is what we gave it.
+        self._provider_pods.setdefault(api_pod.ref.uid, resolved)
+        self._provider_seen[api_pod.ref.uid] = self._clock.monotonic()
+
+    async def _check_update(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
+        assert api_pod is not None and provider_pod is not None
+        resolved = await self._resolve(api_pod)
+        if not specs_equal(resolved, provider_pod):
+            try:
+                with self._tracer.span("Provider.update_pod", _pod_attributes(api_pod)):
+                    await self._provider.update_pod(resolved)
+            except Exception as error:
+                await self._provider_call_failed(api_pod, error, reason="ProviderUpdateFailed")
+                return
+            self._record(api_pod, EventType.NORMAL, "ProviderUpdateSuccess", "Update pod in provider successfully")
+        self._applied[api_pod.ref.uid] = spec_key(api_pod)
+
+    async def _delete_in_provider(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
+        pod = provider_pod or api_pod
+        assert pod is not None
+        try:
+            with self._tracer.span("Provider.delete_pod", _pod_attributes(pod)):
+                await self._provider.delete_pod(pod)
+        except Exception as error:
+            if not is_error(error, NotFound):
+                if api_pod is not None:
+                    self._record(api_pod, EventType.WARNING, "ProviderDeleteFailed", str(error))
+                raise
+        else:
+            if api_pod is not None:
+                self._record(api_pod, EventType.NORMAL, "ProviderDeleteSuccess", "Delete pod in provider successfully")
+        uid = pod.ref.uid
+        self._deleted_in_provider.add(uid)
+        if Capability.POD_STATUS_STREAM not in self._capabilities:
+            # Nobody will report the end of this pod: say it ourselves, as upstream's poller did.
+            self._provider_pods.pop(uid, None)
+        if api_pod is None:
+            self._forget(uid)
+        else:
+            self._queue.add(uid)  # the API object may go as soon as the containers stopped
+
+    async def _delete_in_api(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
+        assert api_pod is not None
+        try:
+            await self._pods.delete_pod(api_pod.ref, grace_period_seconds=0)
+        except NotFound:
+            pass
+        except Conflict:
+            log.info("pod %s was recreated under the same name; leaving the new one alone", api_pod.ref)
+        self._api.pop(api_pod.ref.uid, None)
+
+    async def _wait(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
+        return None
+
+    async def _mark_lost(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
+        assert api_pod is not None
+        self._record(
+            api_pod, EventType.WARNING, "ProviderPodLost", "The provider no longer has this pod; marking it Failed"
+        )
+        await self._patch_status(api_pod, lost_pod_status(api_pod, now=self._clock.now()))
+
+    _handlers: Mapping[Action, Callable[[PodController, Pod | None, Pod | None], Awaitable[None]]] = {
+        Action.NOTHING: _nothing,
+        Action.CREATE: _create,
+        Action.CHECK_UPDATE: _check_update,
+        Action.DELETE_IN_PROVIDER: _delete_in_provider,
+        Action.DELETE_IN_API: _delete_in_api,
+        Action.WAIT_FOR_TERMINATION: _wait,
+        Action.MARK_LOST: _mark_lost,
+    }
+
+    # -- helpers ----------------------------------------------------------------------------
+    async def _resolve(self, api_pod: Pod) -> Pod:
+        """Resolve env/downward API; a missing mandatory reference shows on the pod and retries."""
+        outcome = await self._environment.resolve(api_pod)
+        for event in outcome.events:
+            self._record(api_pod, EventType(event.type), event.reason, event.message)
+        if outcome.failure is not None:
+            await self._patch_status(
+                api_pod,
+                config_failure_status(api_pod, reason=outcome.failure.reason, message=outcome.failure.message),
+            )
+            raise _RetryLater(outcome.failure.message)
+        assert outcome.pod is not None
+        return outcome.pod
+
+    async def _provider_call_failed(self, api_pod: Pod, error: Exception, *, reason: str) -> None:
+        kind = classify(error)
+        domain_error = error if isinstance(error, DomainError) else (kind(str(error)) if kind else None)
+        self._record(api_pod, EventType.WARNING, reason, str(error))
+        policy = provider_failure(api_pod, domain_error, message=str(error))
+        await self._patch_status(api_pod, policy.status)
+        if policy.retry:
+            raise _RetryLater(str(error)) from error
+        # Failed for good: remember the spec so only a new spec tries again.
+        self._applied[api_pod.ref.uid] = spec_key(api_pod)
+
+    async def _write_status(self, uid: str) -> None:
+        api_pod = self._api.get(uid)
+        provider_pod = self._provider_pods.get(uid)
+        if api_pod is None or provider_pod is None or not provider_pod.status:
+            return
+        patch = status_patch(api_pod, provider_pod.status)
+        if patch is not None:
+            await self._patch_status(api_pod, patch)
+
+    async def _patch_status(self, api_pod: Pod, status: Mapping[str, Any]) -> None:
+        try:
+            with self._tracer.span("PodGateway.patch_pod_status", _pod_attributes(api_pod)):
+                updated = await self._pods.patch_pod_status(api_pod.ref, status)
+        except (NotFound, Conflict):
+            return  # deleted or replaced meanwhile; the watch will tell us
+        current = self._api.get(api_pod.ref.uid)
+        if current is not None and _newer(updated, current):
+            self._api[api_pod.ref.uid] = updated
+
+    def _record(self, pod: Pod, type_: EventType, reason: str, message: str) -> None:
+        self._events.record(ObjectRef.for_pod(pod.ref), type=type_, reason=reason, message=message)
+
+    def _log_sync_error(self, uid: str, error: BaseException, attempt: int) -> None:
+        pod = self._api.get(uid) or self._provider_pods.get(uid)
+        name = str(pod.ref) if pod else uid
+        level = logging.INFO if isinstance(error, _RetryLater) else logging.WARNING
+        log.log(level, "sync of pod %s failed (attempt %d), retrying with backoff: %s", name, attempt, error)
+
+
+def _with_status(pod: Pod, status: Mapping[str, Any]) -> Pod:
+    manifest = dict(pod.manifest)
+    manifest["status"] = dict(status)
+    return Pod(pod.ref, manifest)
+
+
+def _newer(candidate: Pod, current: Pod) -> bool:
+    try:
+        return int(candidate.resource_version) >= int(current.resource_version)
+    except ValueError:
+        return True
+
+
+def _pod_attributes(pod: Pod) -> dict[str, str | int | float | bool]:
+    return {"pod.namespace": pod.ref.namespace, "pod.name": pod.ref.name, "pod.uid": pod.ref.uid}

@@ -1,0 +1,79 @@
+"""Node lease timing: how often the Lease is renewed, how long it is valid, how errors back off.
+
+The Lease in ``kube-node-lease`` is the node's heartbeat: the node lifecycle controller marks the
+node Unknown when ``renewTime + leaseDurationSeconds`` passes. vkubelet renews every
+``renew_interval`` seconds (a quarter of the duration, as the kubelet does) and, when the API
+server refuses, retries after a short exponential backoff that is capped well below the
+duration, so one slow request does not cost the node its heartbeat.
+
+Pure: the application owns the sleeping (cancellable, through the Clock port).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from vkubelet.domain.errors import InvalidInput
+
+DEFAULT_LEASE_DURATION_SECONDS = 40
+LEASE_NAMESPACE = "kube-node-lease"
+
+# Backoff after a failed renewal: 200 ms, 400 ms, 800 ms, ... capped at 7 s.
+BACKOFF_INITIAL_SECONDS = 0.2
+BACKOFF_CAP_SECONDS = 7.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTiming:
+    """How long a renewal is valid and how often it is made.
+
+    ``renew_interval`` must be positive and shorter than the duration, or the lease would lapse
+    between two successful renewals.
+    """
+
+    duration_seconds: int = DEFAULT_LEASE_DURATION_SECONDS
+    renew_interval: float = DEFAULT_LEASE_DURATION_SECONDS * 0.25
+
+    def __post_init__(self) -> None:
+        if self.renew_interval <= 0:
+            raise InvalidInput(f"lease renew interval must be positive, not {self.renew_interval}")
+        if self.duration_seconds <= self.renew_interval:
+            raise InvalidInput(
+                f"lease duration ({self.duration_seconds} s) must be longer than the renew "
+                f"interval ({self.renew_interval} s)"
+            )
+
+    @classmethod
+    def from_duration(cls, duration_seconds: int) -> LeaseTiming:
+        """The kubelet's rule: renew every quarter of the duration."""
+        return cls(duration_seconds=duration_seconds, renew_interval=duration_seconds * 0.25)
+
+
+def next_renewal(timing: LeaseTiming, *, attempt_started: float, now: float) -> float:
+    """Seconds to wait before the next renewal, given when (monotonic) the last one started.
+
+    The cadence is measured from the start of the previous attempt, so a renewal that took a
+    while does not push every later one back; a renewal slower than the interval is followed
+    at once.
+    """
+    return max(0.0, attempt_started + timing.renew_interval - now)
+
+
+def lease_backoff(attempt: int) -> float:
+    """Delay before retry number ``attempt`` (0-based) after a failed renewal.
+
+    200 ms, doubling, capped at 7 s: the cap is below the renew interval's slack (40 s duration,
+    10 s interval), so a recovered API server sees a renewal before the lease lapses.
+    """
+    if attempt < 0:
+        raise InvalidInput(f"backoff attempt must not be negative, not {attempt}")
+    # Compare exponents first: 2**attempt overflows a float for large attempt counts.
+    if attempt >= 64:
+        return BACKOFF_CAP_SECONDS
+    return float(min(BACKOFF_CAP_SECONDS, BACKOFF_INITIAL_SECONDS * 2**attempt))
+
+
+def is_expired(*, renew_time: datetime, duration_seconds: float, now: datetime) -> bool:
+    """True when a lease renewed at ``renew_time`` has lapsed by ``now``."""
+    return now >= renew_time + timedelta(seconds=duration_seconds)
