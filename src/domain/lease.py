@@ -14,14 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import InvalidInput
 
 DEFAULT_LEASE_DURATION_SECONDS = 40
 LEASE_NAMESPACE = "kube-node-lease"
 
 # Backoff after a failed renewal: 200 ms, 400 ms, 800 ms, ... capped at 7 s.
-BACKOFF_INITIAL_SECONDS = 0.2
-BACKOFF_CAP_SECONDS = 7.0
+LEASE_ERROR_BACKOFF = Backoff(base=0.2, cap=7.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +60,13 @@ def next_renewal(timing: LeaseTiming, *, attempt_started: float, now: float) -> 
     return max(0.0, attempt_started + timing.renew_interval - now)
 
 
-def lease_backoff(attempt: int) -> float:
-    """Delay before retry number ``attempt`` (0-based) after a failed renewal.
+def lease_backoff(failures: int) -> float:
+    """Delay before retrying after ``failures`` consecutive failed renewals (0 when none).
 
-    200 ms, doubling, capped at 7 s: the cap is below the renew interval's slack (40 s duration,
-    10 s interval), so a recovered API server sees a renewal before the lease lapses.
+    200 ms, doubling, capped at 7 s: the cap keeps several retries inside one lease duration,
+    so a recovered API server sees a renewal before the lease lapses.
     """
-    if attempt < 0:
-        raise InvalidInput(f"backoff attempt must not be negative, not {attempt}")
-    # Compare exponents first: 2**attempt overflows a float for large attempt counts.
-    if attempt >= 64:
-        return BACKOFF_CAP_SECONDS
-    return float(min(BACKOFF_CAP_SECONDS, BACKOFF_INITIAL_SECONDS * 2**attempt))
+    return LEASE_ERROR_BACKOFF.delay(failures)
 
 
 def is_expired(*, renew_time: datetime, duration_seconds: float, now: datetime) -> bool:

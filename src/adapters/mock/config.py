@@ -165,7 +165,10 @@ def parse_mock_config(
     unknown = sorted(str(key) for key in entry if key not in _KNOWN_KEYS)
     if unknown:
         log.warning(
-            "%s: ignoring unknown keys %s (known keys: %s)", where, ", ".join(unknown), ", ".join(sorted(_KNOWN_KEYS))
+            "%s: ignoring unknown keys %s (known keys: %s)",
+            where,
+            ", ".join(unknown),
+            ", ".join(sorted(_KNOWN_KEYS)),
         )
 
     cpu = _quantity(entry, "cpu", DEFAULT_CPU, where)
@@ -215,10 +218,10 @@ def _quantity_value(value: object, key: str, where: str) -> str:
     elif isinstance(value, str):
         text = value.strip()
     else:
-        raise MockConfigError(f"{where}: {key} must be a quantity string such as \"4\" or \"8Gi\", got {value!r}")
+        raise MockConfigError(f'{where}: {key} must be a quantity string such as "4" or "8Gi", got {value!r}')
     if not is_quantity(text):
         raise MockConfigError(
-            f"{where}: {key}={value!r} is not a valid resource quantity (examples: \"2\", \"500m\", \"32Gi\")"
+            f'{where}: {key}={value!r} is not a valid resource quantity (examples: "2", "500m", "32Gi")'
         )
     return text
 
@@ -241,7 +244,9 @@ def _string(entry: Mapping[str, Any], key: str, default: str, where: str) -> str
 
 def _platform_word(value: str, what: str, where: str) -> str:
     if not _PLATFORM_WORD.match(value):
-        raise MockConfigError(f"{where}: {what} {value!r} must be a lower-case word such as 'linux' or 'amd64'")
+        raise MockConfigError(
+            f"{where}: {what} {value!r} must be a lower-case word such as 'linux' or 'amd64'"
+        )
     return value
 
 
@@ -249,7 +254,9 @@ def _others(value: object, where: str) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise MockConfigError(f"{where}: others must be an object of resource name to quantity, got {value!r}")
+        raise MockConfigError(
+            f"{where}: others must be an object of resource name to quantity, got {value!r}"
+        )
     result: dict[str, str] = {}
     for name, quantity in value.items():
         if not isinstance(name, str) or not name:
@@ -268,7 +275,9 @@ def _labels(value: object, where: str) -> dict[str, str]:
     labels: dict[str, str] = {}
     for key, label in value.items():
         if not isinstance(key, str) or not key or not isinstance(label, str):
-            raise MockConfigError(f"{where}: labels entry {key!r}: {label!r} must map a non-empty string to a string")
+            raise MockConfigError(
+                f"{where}: labels entry {key!r}: {label!r} must map a non-empty string to a string"
+            )
         labels[key] = label
     return labels
 

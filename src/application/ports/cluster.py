@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
+from vkubelet.domain.env import ServiceInfo as ServiceInfo  # moved to the domain; re-exported
 from vkubelet.domain.pod import Pod, PodRef
 
 
@@ -109,15 +110,6 @@ class LeaseGateway(Protocol):
     async def update_lease(self, lease: Lease) -> Lease:
         """Optimistic update: raises Conflict when ``lease.resource_version`` is stale."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceInfo:
-    """What env-var service links need of a Service."""
-
-    name: str
-    cluster_ip: str
-    ports: tuple[tuple[str, int, str], ...]  # (name, port, protocol)
 
 
 class ConfigSource(Protocol):

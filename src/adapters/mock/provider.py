@@ -1,0 +1,610 @@
+"""The in-process mock provider: pods "run" the moment they are created.
+
+It implements the ``Provider`` port for demos, tests and the e2e suite, following upstream's mock
+(``cmd/virtual-kubelet/internal/provider/mock``) without its bugs (upstream's bug 20):
+
+* **Keyed by UID.** Upstream keyed pods by ``<namespace>-<name>``, so ``a-b/c`` and ``a/b-c``
+  collided and a recreated pod overwrote its predecessor.
+* **Concurrency.** Every method runs on the event loop and never awaits between reading and
+  writing the pod table, so each call is atomic with respect to the others (no lock needed; the
+  invariant is: no ``await`` inside a read-modify-write). The class is not thread-safe: call it
+  from one event loop only.
+* **Copies in and out.** Pods are deep-copied when stored and when returned or queued, so no
+  caller ever holds an object the provider later changes (upstream returned ``&pod.Status``).
+* **Status stream.** Every change (create, update, delete) puts a snapshot on an unbounded
+  ``asyncio.Queue`` read by :meth:`MockProvider.pod_status_updates`, in order. One consumer is
+  supported (vkubelet's pod controller); with no consumer the queue grows by one entry per
+  change, which is the price of never dropping a status (a terminal status must not be lost).
+* **Deletion** always produces a terminal status: phase ``Succeeded``, reason
+  ``MockProviderPodDeleted``, every container ``Terminated`` with reason
+  ``MockProviderPodContainerDeleted``, exit code 0 and the original start time when the
+  container was running (upstream dereferenced the running state and crashed otherwise).
+* **Capabilities.** Status stream, stats summary and resource metrics only. No logs, exec,
+  attach or port-forward: those answer 501 on the kubelet API instead of upstream's fake success.
+* **Deterministic usage.** Stats and metrics derive from a stable hash of ``uid/container``
+  instead of random numbers: each container uses a constant 1-100 millicores and
+  8-136 MiB of working set; its cumulative CPU time is that rate times the time since it
+  started (read from the injected :class:`Clock`), so the counter only grows. The node's figures
+  are the sums over its pods, and the node's CPU counter also keeps the CPU time of deleted
+  pods so it never goes backwards. The summary and the metrics share one computation.
+
+Pod addresses: ``hostIP`` is the node's InternalIP given at construction (default
+``127.0.0.1``). ``podIP`` comes from a pool (default ``10.200.0.0/16``): the start index is a
+stable hash of the pod UID, probing forward past addresses in use, so the same pod gets the same
+address in every run and two live pods never share one. A ``hostNetwork`` pod gets the host IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from vkubelet.adapters.mock.config import MockNodeConfig
+from vkubelet.adapters.system import SystemClock
+from vkubelet.application.ports.runtime import Clock
+from vkubelet.domain.errors import InvalidInput, NotFound, Permanent
+from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time, parse_time
+from vkubelet.domain.provider import (
+    Capability,
+    MetricFamily,
+    MetricSample,
+    NodeAddress,
+    NodeTemplate,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POD_CIDR = "10.200.0.0/16"
+
+POD_DELETED_REASON = "MockProviderPodDeleted"
+POD_DELETED_MESSAGE = "Mock provider deleted the pod"
+CONTAINER_DELETED_REASON = "MockProviderPodContainerDeleted"
+CONTAINER_DELETED_MESSAGE = "Mock provider terminated container upon deletion"
+
+_CAPABILITIES = frozenset(
+    {Capability.POD_STATUS_STREAM, Capability.STATS_SUMMARY, Capability.METRICS_RESOURCE}
+)
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerUsage:
+    """One container's usage at one instant."""
+
+    name: str
+    start_time: datetime
+    nano_cores: int  # instantaneous rate, in billionths of a core
+    core_nano_seconds: int  # cumulative CPU time since the container started
+    working_set_bytes: int
+    usage_bytes: int  # working set + page cache
+
+
+@dataclass(frozen=True, slots=True)
+class PodUsage:
+    ref: PodRef
+    start_time: datetime
+    containers: tuple[ContainerUsage, ...]
+
+    @property
+    def nano_cores(self) -> int:
+        return sum(c.nano_cores for c in self.containers)
+
+    @property
+    def core_nano_seconds(self) -> int:
+        return sum(c.core_nano_seconds for c in self.containers)
+
+    @property
+    def working_set_bytes(self) -> int:
+        return sum(c.working_set_bytes for c in self.containers)
+
+    @property
+    def usage_bytes(self) -> int:
+        return sum(c.usage_bytes for c in self.containers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stop:
+    """Queued by ``close`` to end the status stream."""
+
+
+def _stable_int(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+
+
+def container_rates(uid: str, container: str) -> tuple[int, int, int]:
+    """(nanocores, working-set bytes, page-cache bytes) for one container; stable across runs."""
+    seed = _stable_int(f"{uid}/{container}")
+    nano_cores = (1 + seed % 100) * 1_000_000  # 1m .. 100m
+    working_set = (8 + (seed >> 8) % 128) * _MIB  # 8 MiB .. 135 MiB
+    cache = ((seed >> 16) % 16) * _MIB  # 0 .. 15 MiB
+    return nano_cores, working_set, cache
+
+
+def _image_id(image: str) -> str:
+    if "@sha256:" in image:
+        return image
+    return f"{image}@sha256:{hashlib.sha256(image.encode('utf-8')).hexdigest()}"
+
+
+def _condition(kind: str, status: str, now: str, reason: str | None = None) -> dict[str, Any]:
+    condition: dict[str, Any] = {
+        "type": kind,
+        "status": status,
+        "lastProbeTime": None,
+        "lastTransitionTime": now,
+    }
+    if reason:
+        condition["reason"] = reason
+    return condition
+
+
+class MockProvider:
+    """Implements ``vkubelet.application.ports.provider.Provider`` in memory (see module doc)."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        config: MockNodeConfig | None = None,
+        internal_ip: str = "127.0.0.1",
+        pod_cidr: str = DEFAULT_POD_CIDR,
+        clock: Clock | None = None,
+    ) -> None:
+        self._node_name = node_name
+        self._config = config or MockNodeConfig()
+        self._internal_ip = internal_ip
+        self._clock: Clock = clock or SystemClock()
+        self._started = self._clock.now()
+        network = ipaddress.ip_network(pod_cidr)
+        if network.num_addresses < 4:
+            raise InvalidInput(f"mock pod CIDR {pod_cidr} is too small")
+        self._pool = network
+        self._pods: dict[str, Pod] = {}  # uid -> stored pod, never handed out
+        self._ips: dict[str, str] = {}  # uid -> pod IP taken from the pool
+        self._ips_in_use: set[str] = set()
+        self._retired_core_nano_seconds = 0  # CPU time of deleted pods, so the node counter grows
+        self._updates: asyncio.Queue[Pod | _Stop] = asyncio.Queue()
+        self._closed = False
+
+    # -- PodLifecycle ---------------------------------------------------------------------
+    async def create_pod(self, pod: Pod) -> None:
+        """Store ``pod`` as Running and report it; a UID already present is left alone."""
+        self._check_open()
+        uid = pod.ref.uid
+        if uid in self._pods:
+            log.debug("mock: pod %s already exists; create is a no-op", pod.ref)
+            return
+        manifest = copy.deepcopy(dict(pod.manifest))
+        manifest["status"] = self._running_status(manifest, self._assign_ip(uid, manifest))
+        stored = Pod(pod.ref, manifest)
+        self._pods[uid] = stored
+        log.info("mock: created pod %s", pod.ref)
+        self._publish(stored)
+
+    async def update_pod(self, pod: Pod) -> None:
+        """Take the new metadata and spec, keep the status; a changed image restarts that container."""
+        self._check_open()
+        current = self._lookup(pod.ref)
+        manifest = copy.deepcopy(dict(pod.manifest))
+        status = copy.deepcopy(dict(current.status))
+        self._restart_changed_containers(manifest, status)
+        manifest["status"] = status
+        stored = Pod(pod.ref, manifest)
+        self._pods[pod.ref.uid] = stored
+        log.info("mock: updated pod %s", pod.ref)
+        self._publish(stored)
+
+    async def delete_pod(self, pod: Pod) -> None:
+        """Forget the pod and report it terminated. NotFound when it is unknown (already gone)."""
+        current = self._lookup(pod.ref)
+        del self._pods[pod.ref.uid]
+        ip = self._ips.pop(pod.ref.uid, None)
+        if ip is not None:
+            self._ips_in_use.discard(ip)
+        now = self._clock.now()
+        self._retired_core_nano_seconds += self._pod_usage(current, now).core_nano_seconds
+        manifest = copy.deepcopy(dict(current.manifest))
+        manifest["status"] = self._terminated_status(manifest.get("status") or {}, format_time(now))
+        log.info("mock: deleted pod %s", pod.ref)
+        self._publish(Pod(current.ref, manifest))
+
+    async def get_pod(self, ref: PodRef) -> Pod:
+        return self._copy(self._lookup(ref))
+
+    async def get_pod_status(self, ref: PodRef) -> Mapping[str, Any]:
+        return copy.deepcopy(dict(self._lookup(ref).status))
+
+    async def list_pods(self) -> Sequence[Pod]:
+        return [self._copy(pod) for pod in self._pods.values()]
+
+    # -- PodStatusSource ------------------------------------------------------------------
+    async def pod_status_updates(self) -> AsyncIterator[Pod]:
+        """Each change, in order, as a private snapshot. Ends after :meth:`close`. One consumer."""
+        while True:
+            item = await self._updates.get()
+            if isinstance(item, _Stop):
+                self._updates.put_nowait(item)  # a later caller ends at once too
+                return
+            yield item
+
+    # -- NodeHealth -----------------------------------------------------------------------
+    async def ping(self) -> None:
+        self._check_open()
+
+    async def node_template(self) -> NodeTemplate:
+        config = self._config
+        return NodeTemplate(
+            capacity=dict(config.capacity),
+            allocatable=None,
+            labels=dict(config.labels),
+            taints=tuple(config.taints),
+            addresses=(NodeAddress(type="InternalIP", address=self._internal_ip),),
+            conditions=(),
+            operating_system=config.operating_system,
+            architecture=config.architecture,
+            provider_id=config.provider_id,
+        )
+
+    # -- capabilities and lifecycle -------------------------------------------------------
+    def capabilities(self) -> frozenset[Capability]:
+        return _CAPABILITIES
+
+    async def close(self) -> None:
+        """End the status stream. Pods are kept (they "keep running")."""
+        if not self._closed:
+            self._closed = True
+            self._updates.put_nowait(_Stop())
+
+    # -- Stats ----------------------------------------------------------------------------
+    async def stats_summary(self) -> Mapping[str, Any]:
+        """A kubelet stats/v1alpha1 Summary of the node and every running pod."""
+        now = self._clock.now()
+        stamp = format_time(now)
+        pods = self._usage(now)
+        pod_entries = []
+        for usage in pods:
+            containers = [
+                {
+                    "name": c.name,
+                    "startTime": format_time(c.start_time),
+                    "cpu": _cpu(stamp, c.nano_cores, c.core_nano_seconds),
+                    "memory": _memory(stamp, c.usage_bytes, c.working_set_bytes),
+                }
+                for c in usage.containers
+            ]
+            pod_entries.append(
+                {
+                    "podRef": {
+                        "name": usage.ref.name,
+                        "namespace": usage.ref.namespace,
+                        "uid": usage.ref.uid,
+                    },
+                    "startTime": format_time(usage.start_time),
+                    "containers": containers,
+                    "cpu": _cpu(stamp, usage.nano_cores, usage.core_nano_seconds),
+                    "memory": _memory(stamp, usage.usage_bytes, usage.working_set_bytes),
+                }
+            )
+        node_cpu, node_memory, node_usage_bytes, node_nano_cores = self._node_totals(pods)
+        return {
+            "node": {
+                "nodeName": self._node_name,
+                "startTime": format_time(self._started),
+                "cpu": _cpu(stamp, node_nano_cores, node_cpu),
+                "memory": _memory(stamp, node_usage_bytes, node_memory),
+            },
+            "pods": pod_entries,
+        }
+
+    async def metrics_resource(self) -> Sequence[MetricFamily]:
+        """The kubelet's /metrics/resource families, consistent with :meth:`stats_summary`."""
+        now = self._clock.now()
+        timestamp_ms = int(now.timestamp() * 1000)
+        pods = self._usage(now)
+        node_cpu, node_memory, _, _ = self._node_totals(pods)
+
+        def sample(labels: Mapping[str, str], value: float) -> MetricSample:
+            return MetricSample(labels=dict(labels), value=value, timestamp_ms=timestamp_ms)
+
+        pod_cpu, pod_memory = [], []
+        container_cpu, container_memory, container_start = [], [], []
+        for usage in pods:
+            pod_labels = {"namespace": usage.ref.namespace, "pod": usage.ref.name}
+            pod_cpu.append(sample(pod_labels, usage.core_nano_seconds / 1e9))
+            pod_memory.append(sample(pod_labels, float(usage.working_set_bytes)))
+            for c in usage.containers:
+                labels = {"container": c.name, **pod_labels}
+                container_cpu.append(sample(labels, c.core_nano_seconds / 1e9))
+                container_memory.append(sample(labels, float(c.working_set_bytes)))
+                container_start.append(sample(labels, c.start_time.timestamp()))
+        return [
+            MetricFamily(
+                "node_cpu_usage_seconds_total",
+                "Cumulative cpu time consumed by the node in core-seconds",
+                "counter",
+                (sample({}, node_cpu / 1e9),),
+            ),
+            MetricFamily(
+                "node_memory_working_set_bytes",
+                "Current working set of the node in bytes",
+                "gauge",
+                (sample({}, float(node_memory)),),
+            ),
+            MetricFamily(
+                "pod_cpu_usage_seconds_total",
+                "Cumulative cpu time consumed by the pod in core-seconds",
+                "counter",
+                tuple(pod_cpu),
+            ),
+            MetricFamily(
+                "pod_memory_working_set_bytes",
+                "Current working set of the pod in bytes",
+                "gauge",
+                tuple(pod_memory),
+            ),
+            MetricFamily(
+                "container_cpu_usage_seconds_total",
+                "Cumulative cpu time consumed by the container in core-seconds",
+                "counter",
+                tuple(container_cpu),
+            ),
+            MetricFamily(
+                "container_memory_working_set_bytes",
+                "Current working set of the container in bytes",
+                "gauge",
+                tuple(container_memory),
+            ),
+            MetricFamily(
+                "container_start_time_seconds",
+                "Start time of the container since unix epoch in seconds",
+                "gauge",
+                tuple(container_start),
+            ),
+            MetricFamily(
+                "scrape_error",
+                "1 if there was an error while getting container metrics, 0 otherwise",
+                "gauge",
+                (MetricSample(labels={}, value=0.0),),
+            ),
+        ]
+
+    # -- internals ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Permanent("the mock provider is closed")
+
+    def _lookup(self, ref: PodRef) -> Pod:
+        pod = self._pods.get(ref.uid)
+        if pod is None:
+            raise NotFound(f"pod {ref} not found in the mock provider")
+        return pod
+
+    @staticmethod
+    def _copy(pod: Pod) -> Pod:
+        return Pod(pod.ref, copy.deepcopy(dict(pod.manifest)))
+
+    def _publish(self, stored: Pod) -> None:
+        self._updates.put_nowait(self._copy(stored))
+
+    def _assign_ip(self, uid: str, manifest: Mapping[str, Any]) -> str:
+        if (manifest.get("spec") or {}).get("hostNetwork"):
+            return self._internal_ip
+        # Hosts only (skip the network and broadcast addresses); probe past addresses in use.
+        hosts = self._pool.num_addresses - 2
+        if len(self._ips_in_use) >= hosts:
+            raise Permanent(f"mock pod CIDR {self._pool} has no free address")
+        index = _stable_int(uid) % hosts
+        while True:
+            ip = str(self._pool.network_address + 1 + index)
+            if ip not in self._ips_in_use:
+                break
+            index = (index + 1) % hosts
+        self._ips[uid] = ip
+        self._ips_in_use.add(ip)
+        return ip
+
+    def _running_status(self, manifest: Mapping[str, Any], pod_ip: str) -> dict[str, Any]:
+        now = format_time(self._clock.now())
+        uid = str(manifest["metadata"]["uid"])
+        spec = manifest.get("spec") or {}
+        # Start from what the API server already set (qosClass, ...) and overwrite the rest.
+        status = copy.deepcopy(dict(manifest.get("status") or {}))
+        status.update(
+            {
+                "phase": PodPhase.RUNNING.value,
+                "hostIP": self._internal_ip,
+                "hostIPs": [{"ip": self._internal_ip}],
+                "podIP": pod_ip,
+                "podIPs": [{"ip": pod_ip}],
+                "startTime": now,
+                "conditions": [
+                    _condition("PodScheduled", "True", now),
+                    _condition("Initialized", "True", now),
+                    _condition("ContainersReady", "True", now),
+                    _condition("Ready", "True", now),
+                ],
+                "containerStatuses": [
+                    self._running_container(uid, container, now) for container in spec.get("containers") or ()
+                ],
+            }
+        )
+        init_containers = spec.get("initContainers") or ()
+        if init_containers:
+            status["initContainerStatuses"] = [
+                # A restartable init container is a sidecar: it keeps running beside the others.
+                self._running_container(uid, c, now)
+                if c.get("restartPolicy") == "Always"
+                else self._completed_init_container(uid, c, now)
+                for c in init_containers
+            ]
+        return status
+
+    @staticmethod
+    def _base_container(uid: str, container: Mapping[str, Any]) -> dict[str, Any]:
+        name = str(container.get("name") or "")
+        image = str(container.get("image") or "")
+        return {
+            "name": name,
+            "image": image,
+            "imageID": _image_id(image),
+            "containerID": f"mock://{uid}/{name}",
+            "restartCount": 0,
+            "lastState": {},
+        }
+
+    def _running_container(self, uid: str, container: Mapping[str, Any], now: str) -> dict[str, Any]:
+        status = self._base_container(uid, container)
+        status.update({"ready": True, "started": True, "state": {"running": {"startedAt": now}}})
+        return status
+
+    def _completed_init_container(self, uid: str, container: Mapping[str, Any], now: str) -> dict[str, Any]:
+        status = self._base_container(uid, container)
+        status.update(
+            {
+                "ready": True,
+                "started": False,
+                "state": {
+                    "terminated": {
+                        "exitCode": 0,
+                        "reason": "Completed",
+                        "startedAt": now,
+                        "finishedAt": now,
+                        "containerID": status["containerID"],
+                    }
+                },
+            }
+        )
+        return status
+
+    def _restart_changed_containers(self, manifest: Mapping[str, Any], status: dict[str, Any]) -> None:
+        """A running container whose image changed is restarted with the new image."""
+        images = {
+            str(c.get("name")): str(c.get("image") or "")
+            for c in (manifest.get("spec") or {}).get("containers") or ()
+        }
+        now = format_time(self._clock.now())
+        for entry in status.get("containerStatuses") or ():
+            image = images.get(str(entry.get("name")))
+            if image is None or image == entry.get("image"):
+                continue
+            previous = (entry.get("state") or {}).get("running") or {}
+            entry["lastState"] = {
+                "terminated": {
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "startedAt": previous.get("startedAt"),
+                    "finishedAt": now,
+                    "containerID": entry.get("containerID"),
+                }
+            }
+            entry.update(
+                {
+                    "image": image,
+                    "imageID": _image_id(image),
+                    "restartCount": int(entry.get("restartCount") or 0) + 1,
+                    "state": {"running": {"startedAt": now}},
+                }
+            )
+
+    @staticmethod
+    def _terminated_status(previous: Mapping[str, Any], now: str) -> dict[str, Any]:
+        status = copy.deepcopy(dict(previous))
+        status["phase"] = PodPhase.SUCCEEDED.value
+        status["reason"] = POD_DELETED_REASON
+        status["message"] = POD_DELETED_MESSAGE
+        conditions = []
+        for condition in status.get("conditions") or ():
+            condition = dict(condition)
+            if condition.get("type") in ("Ready", "ContainersReady") and condition.get("status") != "False":
+                condition.update({"status": "False", "reason": "PodCompleted", "lastTransitionTime": now})
+            conditions.append(condition)
+        status["conditions"] = conditions
+        for key in ("containerStatuses", "initContainerStatuses"):
+            entries = []
+            for entry in status.get(key) or ():
+                entry = dict(entry)
+                state = entry.get("state") or {}
+                if "terminated" not in state:
+                    # The start time of the running state when there is one; never assume it.
+                    started_at = (state.get("running") or {}).get("startedAt")
+                    terminated: dict[str, Any] = {
+                        "exitCode": 0,
+                        "reason": CONTAINER_DELETED_REASON,
+                        "message": CONTAINER_DELETED_MESSAGE,
+                        "finishedAt": now,
+                    }
+                    if started_at:
+                        terminated["startedAt"] = started_at
+                    if entry.get("containerID"):
+                        terminated["containerID"] = entry["containerID"]
+                    entry["state"] = {"terminated": terminated}
+                entry["ready"] = False
+                entry["started"] = False
+                entries.append(entry)
+            if key in status:
+                status[key] = entries
+        return status
+
+    def _pod_usage(self, pod: Pod, now: datetime) -> PodUsage:
+        pod_start = parse_time(pod.status.get("startTime")) or self._started
+        started: dict[str, datetime] = {}
+        for entry in pod.status.get("containerStatuses") or ():
+            running = (entry.get("state") or {}).get("running")
+            if running:
+                started[str(entry.get("name"))] = parse_time(running.get("startedAt")) or pod_start
+        containers = []
+        for container in pod.containers:
+            name = str(container.get("name") or "")
+            if name not in started:
+                continue  # not running: no usage, as the kubelet reports only live containers
+            start = started[name]
+            nano_cores, working_set, cache = container_rates(pod.ref.uid, name)
+            elapsed = max(0.0, (now - start).total_seconds())
+            containers.append(
+                ContainerUsage(
+                    name=name,
+                    start_time=start,
+                    nano_cores=nano_cores,
+                    core_nano_seconds=int(nano_cores * elapsed),
+                    working_set_bytes=working_set,
+                    usage_bytes=working_set + cache,
+                )
+            )
+        return PodUsage(ref=pod.ref, start_time=pod_start, containers=tuple(containers))
+
+    def _usage(self, now: datetime) -> list[PodUsage]:
+        return [self._pod_usage(pod, now) for pod in self._pods.values()]
+
+    def _node_totals(self, pods: Sequence[PodUsage]) -> tuple[int, int, int, int]:
+        """(cumulative core-ns, working set, usage bytes, nanocores) of the node."""
+        core_ns = self._retired_core_nano_seconds + sum(p.core_nano_seconds for p in pods)
+        return (
+            core_ns,
+            sum(p.working_set_bytes for p in pods),
+            sum(p.usage_bytes for p in pods),
+            sum(p.nano_cores for p in pods),
+        )
+
+
+def _cpu(stamp: str, nano_cores: int, core_nano_seconds: int) -> dict[str, Any]:
+    return {"time": stamp, "usageNanoCores": nano_cores, "usageCoreNanoSeconds": core_nano_seconds}
+
+
+def _memory(stamp: str, usage_bytes: int, working_set_bytes: int) -> dict[str, Any]:
+    return {"time": stamp, "usageBytes": usage_bytes, "workingSetBytes": working_set_bytes}
+
+
+__all__ = [
+    "CONTAINER_DELETED_REASON",
+    "DEFAULT_POD_CIDR",
+    "POD_DELETED_REASON",
+    "MockProvider",
+    "container_rates",
+]

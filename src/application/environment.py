@@ -1,0 +1,88 @@
+"""Fetch what a pod's environment references, then resolve it with the pure domain rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
+
+from vkubelet.application.ports.cluster import ConfigSource
+from vkubelet.application.ports.provider import NodeHealth
+from vkubelet.domain.env import (
+    MISSING,
+    EnvResolution,
+    Found,
+    Lookup,
+    ReadFailed,
+    ServiceInfo,
+    required_sources,
+    resolve_environment,
+)
+from vkubelet.domain.errors import DomainError, NotFound
+from vkubelet.domain.pod import Pod
+
+T = TypeVar("T")
+
+MASTER_NAMESPACE = "default"
+MASTER_SERVICE = "kubernetes"
+
+
+class EnvironmentResolver:
+    """Resolves env, envFrom and downward-API references of a pod about to reach the provider."""
+
+    def __init__(self, *, configs: ConfigSource, provider: NodeHealth, host_ip: str) -> None:
+        self._configs = configs
+        self._provider = provider
+        self._host_ip = host_ip
+        self._allocatable: Mapping[str, str] | None = None
+
+    async def resolve(self, pod: Pod) -> EnvResolution:
+        """Raises a domain error only when services cannot be listed (retry later)."""
+        sources = required_sources(pod)
+        namespace = sources.namespace
+        config_maps, secrets, services, master = await asyncio.gather(
+            _lookups(sources.config_maps, lambda name: self._configs.get_config_map(namespace, name)),
+            _lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name)),
+            self._services(namespace) if sources.service_links else _nothing(),
+            self._master_services(),
+        )
+        status = pod.status
+        return resolve_environment(
+            pod,
+            config_maps=config_maps,
+            secrets=secrets,
+            services=services,
+            master_services=master,
+            host_ip=self._host_ip,
+            pod_ip=str(status.get("podIP") or ""),
+            node_allocatable=await self._node_allocatable(),
+        )
+
+    async def _services(self, namespace: str) -> Sequence[ServiceInfo]:
+        return await self._configs.list_services(namespace)
+
+    async def _master_services(self) -> Sequence[ServiceInfo]:
+        services = await self._configs.list_services(MASTER_NAMESPACE)
+        return [service for service in services if service.name == MASTER_SERVICE]
+
+    async def _node_allocatable(self) -> Mapping[str, str]:
+        if self._allocatable is None:
+            template = await self._provider.node_template()
+            self._allocatable = dict(template.allocatable or template.capacity)
+        return self._allocatable
+
+
+async def _nothing() -> Sequence[ServiceInfo]:
+    return ()
+
+
+async def _lookups(names: Sequence[str], fetch: Callable[[str], Awaitable[T]]) -> dict[str, Lookup[T]]:
+    async def one(name: str) -> tuple[str, Lookup[T]]:
+        try:
+            return name, Found(await fetch(name))
+        except NotFound:
+            return name, MISSING
+        except DomainError as error:
+            return name, ReadFailed(str(error))
+
+    return dict(await asyncio.gather(*(one(name) for name in names)))

@@ -1,0 +1,35 @@
+"""The e2e tier: a real etcd + kube-apiserver (+ kubectl) started once per session."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vkubelet.adapters.localcluster.binaries import ensure_binaries
+from vkubelet.adapters.localcluster.cluster import LocalCluster
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(_HERE):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """A started LocalCluster; its work directory (logs, certs) is kept when a test failed."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    # A first run builds the binaries for minutes: let its progress lines reach the terminal.
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        binaries = ensure_binaries()
+    cluster = LocalCluster(binaries=binaries)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop(keep_work_dir=request.session.testsfailed > 0)

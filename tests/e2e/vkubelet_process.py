@@ -1,0 +1,152 @@
+"""Run the real `virtual-kubelet` CLI as a subprocess against the test control plane.
+
+The daemon authenticates as the `virtual-kubelet` ServiceAccount bound to deploy/rbac.yaml's
+ClusterRole, so every e2e test also proves that RBAC is sufficient.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = condition()
+            if result:
+                return result
+        except Exception as error:  # the condition may race with object creation
+            last_error = error
+        if time.monotonic() > deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_account_kubeconfig(control_plane: Any, work_dir: Path) -> Path:
+    """Apply deploy/rbac.yaml and write a kubeconfig that uses the ServiceAccount's token."""
+    control_plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+    token = control_plane.kubectl(
+        "create", "token", "virtual-kubelet", "-n", "vkubelet-system", "--duration=6h"
+    ).stdout.strip()
+    ca = Path(control_plane.ca_cert_path).read_bytes()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "e2e",
+                "cluster": {
+                    "server": control_plane.server_url,
+                    "certificate-authority-data": base64.b64encode(ca).decode(),
+                },
+            }
+        ],
+        "users": [{"name": "virtual-kubelet", "user": {"token": token}}],
+        "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "virtual-kubelet"}}],
+        "current-context": "e2e",
+    }
+    path = work_dir / "vkubelet.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+class VkubeletProcess:
+    """One `virtual-kubelet` daemon; logs go to a file shown when a test fails."""
+
+    def __init__(
+        self,
+        *,
+        work_dir: Path,
+        kubeconfig: Path,
+        node_name: str,
+        provider_config: dict[str, Any] | None = None,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.work_dir = work_dir
+        self.node_name = node_name
+        self.port = free_port()
+        self.log_path = work_dir / f"vkubelet-{node_name}.log"
+        config_path = work_dir / f"mock-{node_name}.json"
+        config_path.write_text(json.dumps(provider_config or {node_name: {"cpu": "100", "memory": "1Ti", "pods": "5000"}}))
+        self.args = [
+            sys.executable,
+            "-m",
+            "vkubelet",
+            "--provider",
+            "mock",
+            "--provider-config",
+            str(config_path),
+            "--nodename",
+            node_name,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--listen-address",
+            f"127.0.0.1:{self.port}",
+            "--startup-timeout",
+            "60s",
+            "--log-level",
+            "debug",
+            *extra_args,
+        ]
+        self.env = {**os.environ, "VKUBELET_POD_IP": "127.0.0.1", **(env or {})}
+        self.env.pop("KUBECONFIG", None)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> VkubeletProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def log_tail(self, lines: int = 60) -> str:
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def assert_alive(self) -> None:
+        assert self.process is not None
+        code = self.process.poll()
+        assert code is None, f"virtual-kubelet exited with {code}:\n{self.log_tail()}"
+
+    def stop(self, *, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
