@@ -39,7 +39,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -89,21 +89,21 @@ class NodeControllerSettings:
     taint: Taint | None = None
     internal_ip: str | None = None
     kubelet_version: str = kubelet_version("0.0.0")
-    lease: LeaseTiming = LeaseTiming()
+    lease: LeaseTiming = field(default_factory=LeaseTiming)
     status_interval: float = 60.0
     ping_interval: float = 10.0
     ping_timeout: float = 5.0
     # Bound on any one API call made by the loops (a hung request must not stall a loop).
     api_timeout: float = 10.0
     # Retry policy for registration and failed status patches.
-    retry: Backoff = Backoff(base=0.2, cap=10.0)
+    retry: Backoff = field(default_factory=lambda: Backoff(base=0.2, cap=10.0))
 
     def __post_init__(self) -> None:
         if not self.name:
             raise InvalidInput("the node needs a name")
-        for field in ("status_interval", "ping_interval", "ping_timeout", "api_timeout"):
-            if getattr(self, field) <= 0:
-                raise InvalidInput(f"{field} must be positive, not {getattr(self, field)}")
+        for name in ("status_interval", "ping_interval", "ping_timeout", "api_timeout"):
+            if getattr(self, name) <= 0:
+                raise InvalidInput(f"{name} must be positive, not {getattr(self, name)}")
         if not 0 < self.kubelet_port < 65536:
             raise InvalidInput(f"kubelet port {self.kubelet_port} is not a TCP port")
 
@@ -192,7 +192,7 @@ class NodeController:
 
     async def _fetch_template(self) -> NodeTemplate:
         return await call_with_timeout(
-            self._clock, self._provider.node_template(), timeout=self._settings.api_timeout
+            self._clock, self._provider.node_template(), seconds=self._settings.api_timeout
         )
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
@@ -314,7 +314,7 @@ class NodeController:
                 call = self._ping_call = asyncio.ensure_future(self._provider.ping())
                 call.add_done_callback(_consume_outcome)
             timeout = self._settings.ping_timeout
-            finished = await _finish_within(self._clock, call, timeout=timeout)
+            finished = await _finish_within(self._clock, call, seconds=timeout)
             now = self._clock.monotonic()
             if not finished:
                 # Ask the call to stop; a provider that ignores this keeps it in flight, and the
@@ -357,14 +357,16 @@ class NodeController:
                 raise
             except Exception as error:
                 failures += 1
-                log.warning("patching the status of node %s failed (attempt %d): %s", self.name, failures, error)
+                log.warning(
+                    "patching the status of node %s failed (attempt %d): %s", self.name, failures, error
+                )
 
     async def _wait_for_wakeup(self, seconds: float) -> None:
         if self._status_wakeup.is_set():
             return
         waiter = asyncio.ensure_future(self._status_wakeup.wait())
         try:
-            await _finish_within(self._clock, waiter, timeout=seconds)
+            await _finish_within(self._clock, waiter, seconds=seconds)
         finally:
             waiter.cancel()
 
@@ -379,7 +381,9 @@ class NodeController:
             except NotFound:
                 log.warning("node %s was deleted; recreating it", self.name)
                 node = await self._ensure_node()
-                self._record_event(EventType.WARNING, "NodeRecreated", f"Node {self.name} was deleted; recreated")
+                self._record_event(
+                    EventType.WARNING, "NodeRecreated", f"Node {self.name} was deleted; recreated"
+                )
                 return
             self._remember(node, state)
 
@@ -460,11 +464,11 @@ class NodeController:
         reason: str = REASON_SHUTTING_DOWN,
         message: str = "virtual-kubelet is shutting down",
         *,
-        timeout: float = 5.0,
+        deadline: float = 5.0,
     ) -> bool:
         """Patch Ready False with ``reason`` (``--shutdown-node-not-ready``), best effort.
 
-        Returns whether the API server took the patch within ``timeout`` seconds. The state
+        Returns whether the API server took the patch within ``deadline`` seconds. The state
         sticks: if the loops are still running they keep reporting it. A deleted node is not
         recreated for this.
         """
@@ -477,7 +481,7 @@ class NodeController:
             patch = status_patch(conditions_of(self._node), desired)
             try:
                 node = await call_with_timeout(
-                    self._clock, self._nodes.patch_node_status(self.name, patch), timeout=timeout
+                    self._clock, self._nodes.patch_node_status(self.name, patch), seconds=deadline
                 )
             except asyncio.CancelledError:
                 raise
@@ -489,23 +493,25 @@ class NodeController:
 
     # -- helpers ------------------------------------------------------------------------------
     async def _api(self, call: Awaitable[T]) -> T:
-        return await call_with_timeout(self._clock, call, timeout=self._settings.api_timeout)
+        return await call_with_timeout(self._clock, call, seconds=self._settings.api_timeout)
 
     def _record_event(self, type: EventType, reason: str, message: str) -> None:
         if self._events is None:
             return
-        self._events.record(ObjectRef("Node", "", self.name, self._uid), type=type, reason=reason, message=message)
+        self._events.record(
+            ObjectRef("Node", "", self.name, self._uid), type=type, reason=reason, message=message
+        )
 
 
-async def _finish_within(clock: Clock, future: asyncio.Future[Any], *, timeout: float) -> bool:
-    """Wait until ``future`` is done or ``timeout`` seconds of clock time pass; True if done.
+async def _finish_within(clock: Clock, future: asyncio.Future[Any], *, seconds: float) -> bool:
+    """Wait until ``future`` is done or ``seconds`` of clock time pass; True if done.
 
     Never cancels ``future``. Built on ``clock.sleep`` rather than ``asyncio.timeout`` so fake
     clocks drive it.
     """
     if future.done():
         return True
-    timer = asyncio.ensure_future(clock.sleep(timeout))
+    timer = asyncio.ensure_future(clock.sleep(seconds))
     try:
         await asyncio.wait({future, timer}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -513,22 +519,22 @@ async def _finish_within(clock: Clock, future: asyncio.Future[Any], *, timeout: 
     return future.done()
 
 
-async def call_with_timeout(clock: Clock, call: Awaitable[T], *, timeout: float) -> T:
-    """Await ``call`` for at most ``timeout`` seconds of clock time.
+async def call_with_timeout(clock: Clock, call: Awaitable[T], *, seconds: float) -> T:
+    """Await ``call`` for at most ``seconds`` of clock time.
 
     Raises Transient when time runs out, after cancelling the call; cancelling the caller
     cancels the call too.
     """
     task = asyncio.ensure_future(call)
     try:
-        finished = await _finish_within(clock, task, timeout=timeout)
+        finished = await _finish_within(clock, task, seconds=seconds)
     except asyncio.CancelledError:
         task.cancel()
         raise
     if not finished:
         task.cancel()
         task.add_done_callback(_consume_outcome)
-        raise Transient(f"no answer within {timeout:g} s")
+        raise Transient(f"no answer within {seconds:g} s")
     return task.result()
 
 
@@ -548,4 +554,3 @@ def _describe(state: ReadyState) -> str:
 
 
 __all__ = ["NodeController", "NodeControllerSettings", "call_with_timeout"]
-

@@ -318,6 +318,10 @@ def _text(value: object, what: str) -> str:
     return value
 
 
+def _list(value: object) -> Sequence[object]:
+    return value if isinstance(value, list | tuple) else ()
+
+
 def _service_links_enabled(pod: Pod) -> bool:
     # Absent means true: the API server defaults it so, and upstream left that as a TODO.
     return pod.spec.get("enableServiceLinks") is not False
@@ -350,11 +354,11 @@ def required_sources(pod: Pod) -> EnvSources:
     except _Failed:
         containers = []
     for _, _, _, container in containers:
-        for source in container.get("envFrom") or ():
+        for source in _list(container.get("envFrom")):
             if isinstance(source, Mapping):
                 add(config_maps, source.get("configMapRef"))
                 add(secrets, source.get("secretRef"))
-        for var in container.get("env") or ():
+        for var in _list(container.get("env")):
             value_from = var.get("valueFrom") if isinstance(var, Mapping) else None
             if isinstance(value_from, Mapping):
                 add(config_maps, value_from.get("configMapKeyRef"))
@@ -479,7 +483,7 @@ def resolve_environment(
     manifest = deep_copy(pod.manifest)
     try:
         for field, kind, index, container in _containers(pod.spec):
-            label = f'{kind} "{container.get("name", "")}"'
+            label = f"{kind} {container.get('name', '')!r}"
             env = _resolve_container(container, label=label, service_env=service_env, context=context)
             resolved = manifest["spec"][field][index]
             resolved["env"] = [{"name": name, "value": value} for name, value in env.items()]
@@ -502,7 +506,7 @@ def _resolve_container(
         if value:
             env[name] = expand(_text(value, f'env var "{name}" of {label}'), env.get)
         elif value_from is not None:
-            what = f'env var "{name}" of {label}'
+            what = f"env var {name!r} of {label}"
             source = _mapping(value_from, what)
             resolved = _value_from(source, what=what, container=container, context=context)
             if resolved is not None:
@@ -694,7 +698,12 @@ def _container_resource(
     def declared(section: str) -> Fraction | None:
         values = resources.get(section)
         raw = values.get(name) if isinstance(values, Mapping) else None
-        return None if raw is None else parse_quantity(raw)
+        if raw is None:
+            return None
+        try:
+            return parse_quantity(raw)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{section}.{name} of the container: {exc}") from exc
 
     limit = declared("limits")
     if bucket == "requests":

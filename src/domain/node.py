@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from vkubelet.domain.pod import format_time
@@ -53,7 +53,9 @@ REASON_PROVIDER_NOT_READY = "ProviderNotReady"
 
 # The kubelet's own reasons and messages for the conditions that are False on a healthy node.
 _DEFAULT_CONDITIONS: tuple[NodeCondition, ...] = (
-    NodeCondition(MEMORY_PRESSURE, "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+    NodeCondition(
+        MEMORY_PRESSURE, "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"
+    ),
     NodeCondition(DISK_PRESSURE, "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
     NodeCondition(PID_PRESSURE, "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
     NodeCondition(NETWORK_UNAVAILABLE, "False", "RouteCreated", "the provider's network needs no routes"),
@@ -78,7 +80,7 @@ def kubelet_version(build_version: str) -> str:
 # --- ping results and readiness ------------------------------------------------------------
 
 
-class PingOutcome(str, Enum):
+class PingOutcome(StrEnum):
     OK = "ok"
     FAILED = "failed"
     TIMEOUT = "timeout"
@@ -137,7 +139,9 @@ def ready_state(last_ping: PingResult | None, *, now_monotonic: float, stale_aft
     should have replaced it is hanging (upstream kept the last good result forever, bug 13).
     """
     if last_ping is None:
-        return ReadyState.not_ready(reason=REASON_UNAVAILABLE, message="the provider has not answered a ping yet")
+        return ReadyState.not_ready(
+            reason=REASON_UNAVAILABLE, message="the provider has not answered a ping yet"
+        )
     age = now_monotonic - last_ping.at
     if age > stale_after:
         return ReadyState.not_ready(
@@ -299,7 +303,9 @@ def build_node(
     }
 
 
-def status_patch(previous_conditions: Sequence[Mapping[str, Any]], desired: Mapping[str, Any]) -> dict[str, Any]:
+def status_patch(
+    previous_conditions: Sequence[Mapping[str, Any]], desired: Mapping[str, Any]
+) -> dict[str, Any]:
     """A strategic-merge patch of ``nodes/<name>/status`` that moves the node to ``desired``
     (a :func:`build_node` manifest) while touching only what vkubelet owns.
 

@@ -68,9 +68,7 @@ def parse_sample_rate(text: str) -> SampleRate:
         raise InvalidInput(f"unsupported trace sample rate {text!r}: expected {ALLOWED_SAMPLE_RATES}")
     percent = int(value)
     if percent > 100:
-        raise InvalidInput(
-            f"trace sample rate {text!r} is out of range: expected {ALLOWED_SAMPLE_RATES}"
-        )
+        raise InvalidInput(f"trace sample rate {text!r} is out of range: expected {ALLOWED_SAMPLE_RATES}")
     return SampleRate(percent / 100)
 
 

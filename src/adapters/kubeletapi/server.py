@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -39,8 +40,6 @@ log = logging.getLogger(__name__)
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 API_KEY: web.AppKey[KubeletApi] = web.AppKey("kubelet_api", KubeletApi)
 
@@ -98,7 +97,9 @@ async def _stats_summary(request: web.Request) -> web.StreamResponse:
 
 async def _metrics_resource(request: web.Request) -> web.StreamResponse:
     families = await request.app[API_KEY].metrics_resource()
-    return web.Response(body=render_prometheus_text(families), headers={hdrs.CONTENT_TYPE: PROMETHEUS_CONTENT_TYPE})
+    return web.Response(
+        body=render_prometheus_text(families), headers={hdrs.CONTENT_TYPE: PROMETHEUS_CONTENT_TYPE}
+    )
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
@@ -132,7 +133,9 @@ async def translate_errors(request: web.Request, handler: Handler) -> web.Stream
 
 def create_app(api: KubeletApi, *, middlewares: Iterable[Middleware] = ()) -> web.Application:
     """The aiohttp application. ``middlewares`` (authentication, tracing, ...) run first, in order."""
-    app = web.Application(middlewares=[*middlewares, translate_errors])
+    chain: list[Middleware] = list(middlewares)
+    chain.append(translate_errors)
+    app = web.Application(middlewares=chain)
     app[API_KEY] = api
     router = app.router
     router.add_get("/pods", _pods)
@@ -149,8 +152,10 @@ def create_app(api: KubeletApi, *, middlewares: Iterable[Middleware] = ()) -> we
 # -- the server -----------------------------------------------------------------------------------
 class KubeletServer:
     """Serves :func:`create_app` on one address. ``listen_host=""`` binds every interface;
-    ``listen_port=0`` picks a free port (read it from :attr:`port` after :meth:`start`).
-    ``ssl_context=None`` serves plain HTTP, which only tests and a TLS-terminating proxy want."""
+    ``listen_port=0`` picks a free port (read it from :attr:`port` after :meth:`start`; give an
+    explicit host with port 0, since each address family of "every interface" may get its own
+    ephemeral port). ``ssl_context=None`` serves plain HTTP, which only tests and a
+    TLS-terminating proxy want."""
 
     def __init__(
         self,
@@ -188,9 +193,7 @@ class KubeletServer:
             log.warning("kubelet API: serving plain HTTP (no TLS context given)")
         runner = web.AppRunner(self._app, shutdown_timeout=self._shutdown_timeout)
         await runner.setup()
-        site = web.TCPSite(
-            runner, self._host or None, self._requested_port, ssl_context=self._ssl_context
-        )
+        site = web.TCPSite(runner, self._host or None, self._requested_port, ssl_context=self._ssl_context)
         try:
             await site.start()
         except BaseException:

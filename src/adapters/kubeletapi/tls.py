@@ -83,7 +83,9 @@ def server_tls(
         try:
             context.load_verify_locations(cafile=client_ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise TlsConfigError(f"cannot load the client CA file {client_ca_file} ({CA_ENV}): {exc}") from exc
+            raise TlsConfigError(
+                f"cannot load the client CA file {client_ca_file} ({CA_ENV}): {exc}"
+            ) from exc
         context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     elif require_client_cert:
         raise TlsConfigError(f"requiring client certificates needs a client CA file ({CA_ENV})")
@@ -157,7 +159,9 @@ def _load_generated(
     context: ssl.SSLContext, *, node_name: str, node_ip: str | None, extra_sans: Sequence[str]
 ) -> bytes:
     dns_names, ip_addresses = _sans(node_name, node_ip, extra_sans)
-    pair = self_signed_server(common_name=node_name or "localhost", dns_names=dns_names, ip_addresses=ip_addresses)
+    pair = self_signed_server(
+        common_name=node_name or "localhost", dns_names=dns_names, ip_addresses=ip_addresses
+    )
     # The ssl module loads key pairs from files only: write them to a private directory that
     # exists just for the duration of the load.
     with tempfile.TemporaryDirectory(prefix="vkubelet-tls-") as directory:

@@ -236,23 +236,22 @@ def _json_default(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def load_config(kubeconfig: str | os.PathLike[str] | None = None, *, context: str | None = None) -> SingleConfig:
+def load_config(
+    kubeconfig: str | os.PathLike[str] | None = None, *, context: str | None = None
+) -> SingleConfig:
     """The cluster, user and context to use.
 
     With ``kubeconfig`` that file is read; without it the in-cluster service account is used,
     falling back to ``$KUBECONFIG`` and then ``~/.kube/config`` (what lightkube and kubectl do).
     """
-    if kubeconfig:
-        config = KubeConfig.from_file(kubeconfig)
-    else:
-        config = KubeConfig.from_env()
+    config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
     single = config.get(context_name=context)
     if single is None:  # pragma: no cover - lightkube returns None only with a default
         raise lightkube.ConfigError("the kubeconfig has no usable context")
     return single
 
 
-def create_kube_client(
+def create_client(
     kubeconfig: str | os.PathLike[str] | None = None,
     *,
     qps: float = 50.0,

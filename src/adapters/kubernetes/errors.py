@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from lightkube import ApiError
@@ -70,9 +70,7 @@ def error_class(code: int) -> type[DomainError]:
     return Transient
 
 
-def error_for_status(
-    code: int, *, what: str, reason: str = "", message: str = ""
-) -> DomainError:
+def error_for_status(code: int, *, what: str, reason: str = "", message: str = "") -> DomainError:
     """Build (not raise) the domain error for a failed call on ``what``."""
     detail = message or reason or "request failed"
     label = f"{code} {reason}".strip()
@@ -183,4 +181,4 @@ def _exception_for_response(response: httpx2.Response) -> httpx2.HTTPStatusError
 
 
 def _api_error_from_status(status: Mapping[str, Any]) -> ApiError:
-    return ApiError(status=Status.from_dict(dict(status)))
+    return ApiError(status=cast(Status, Status.from_dict(dict(status))))

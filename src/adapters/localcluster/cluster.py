@@ -47,9 +47,8 @@ from vkubelet.adapters.localcluster.binaries import Binaries, ensure_binaries, t
 
 LOOPBACK = "127.0.0.1"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
-_ADDRESS_IN_USE = re.compile(
-    r"(?:127\.0\.0\.1|localhost|\[::\]|0\.0\.0\.0)?:(\d+).{0,80}address already in use"
-)
+# Go's net.Listen error, as etcd and kube-apiserver log it.
+_ADDRESS_IN_USE = re.compile(r"listen tcp [^\s:]*:(\d+): bind: address already in use")
 
 
 class ClusterError(RuntimeError):

@@ -181,9 +181,11 @@ def parse_mock_config(
     architecture = _platform_word(
         _string(entry, "architecture", "", where) or host_architecture(), "architecture", where
     )
-    os_name = _platform_word(
-        _string(entry, "operatingSystem", "", where) or operating_system, "operatingSystem", where
-    )
+    configured_os = _string(entry, "operatingSystem", "", where)
+    if configured_os:
+        os_name = _platform_word(configured_os, "operatingSystem", where)
+    else:
+        os_name = _platform_word(operating_system, "operating system", "--os")
     return MockNodeConfig(
         cpu=cpu,
         memory=memory,

@@ -1,0 +1,155 @@
+"""ConfigMaps, Secrets and Services for env resolution (implements ``ConfigSource``).
+
+Upstream kept cluster-wide informers for all three (its bug 17: memory, RBAC to read every
+secret of the cluster, and syncs that ran before the caches were filled). Here each read is an
+on-demand GET of the one object (or the one namespace's services) a pod refers to, behind a
+short TTL cache:
+
+* a burst of pods referencing one configmap costs one GET: concurrent readers of the same key
+  share the request in flight, and later readers get the cached answer for ``ttl_seconds``;
+* NotFound is cached like a value (a burst of pods with a missing optional configmap is common);
+  other failures are not cached, so a retry really retries;
+* returned mappings are fresh copies: callers may keep or change them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from vkubelet.adapters.kubernetes.client import KubeClient
+from vkubelet.adapters.system import SystemClock
+from vkubelet.application.ports.cluster import ServiceInfo
+from vkubelet.application.ports.runtime import Clock
+from vkubelet.domain.errors import InvalidInput, NotFound
+
+T = TypeVar("T")
+_Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+def _namespaced(namespace: str, plural: str, name: str = "") -> str:
+    path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
+    return f"{path}/{quote(name, safe='')}" if name else path
+
+
+class KubernetesConfigSource:
+    """``ConfigSource`` with per-object GETs and a TTL cache (``ttl_seconds <= 0``: no cache)."""
+
+    _PRUNE_AT = 1024  # entries; expired ones are dropped when the cache grows past this
+
+    def __init__(self, client: KubeClient, *, ttl_seconds: float = 5.0, clock: Clock | None = None) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+        self._clock: Clock = clock or SystemClock()
+        self._cache: dict[_Key, tuple[float, Any, NotFound | None]] = {}
+        self._inflight: dict[_Key, asyncio.Future[tuple[Any, NotFound | None]]] = {}
+
+    async def get_config_map(self, namespace: str, name: str) -> Mapping[str, str]:
+        async def fetch() -> dict[str, str]:
+            manifest = await self._client.request(
+                "GET", _namespaced(namespace, "configmaps", name), what=f"configmap {namespace}/{name}"
+            )
+            return {str(k): str(v) for k, v in (manifest.get("data") or {}).items()}
+
+        data = await self._cached(("configmap", namespace, name), fetch)
+        return dict(data)
+
+    async def get_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        async def fetch() -> dict[str, bytes]:
+            what = f"secret {namespace}/{name}"
+            manifest = await self._client.request("GET", _namespaced(namespace, "secrets", name), what=what)
+            decoded = {}
+            for key, value in (manifest.get("data") or {}).items():
+                try:
+                    decoded[str(key)] = base64.b64decode(value or "", validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    raise InvalidInput(f"{what}: data[{key!r}] is not valid base64") from exc
+            return decoded
+
+        data = await self._cached(("secret", namespace, name), fetch)
+        return dict(data)
+
+    async def list_services(self, namespace: str) -> Sequence[ServiceInfo]:
+        async def fetch() -> tuple[ServiceInfo, ...]:
+            listing = await self._client.request(
+                "GET", _namespaced(namespace, "services"), what=f"services of namespace {namespace}"
+            )
+            return tuple(info for info in map(service_info, listing.get("items") or ()) if info is not None)
+
+        return list(await self._cached(("services", namespace, ""), fetch))
+
+    def invalidate(self) -> None:
+        """Forget every cached answer (requests in flight still complete)."""
+        self._cache.clear()
+
+    async def _cached(self, key: _Key, fetch: Callable[[], Awaitable[T]]) -> T:
+        while True:
+            hit = self._cache.get(key)
+            if hit is not None and hit[0] > self._clock.monotonic():
+                return _answer(hit[1], hit[2])
+            pending = self._inflight.get(key)
+            if pending is None:
+                break
+            try:
+                value, missing = await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                # The task doing the GET was cancelled, not us: look again (and maybe fetch).
+                task = asyncio.current_task()
+                if pending.cancelled() and not (task is not None and task.cancelling()):
+                    continue
+                raise
+            return _answer(value, missing)
+
+        future: asyncio.Future[tuple[Any, NotFound | None]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            try:
+                outcome: tuple[Any, NotFound | None] = (await fetch(), None)
+            except NotFound as exc:
+                outcome = (None, exc)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            # Not cached: the waiters see the same failure, the next caller tries again.
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        future.set_result(outcome)
+        if self._ttl > 0:
+            self._store(key, outcome)
+        return _answer(*outcome)
+
+    def _store(self, key: _Key, outcome: tuple[Any, NotFound | None]) -> None:
+        now = self._clock.monotonic()
+        if len(self._cache) >= self._PRUNE_AT:
+            for stale in [k for k, (expires, _, _) in self._cache.items() if expires <= now]:
+                del self._cache[stale]
+        self._cache[key] = (now + self._ttl, outcome[0], outcome[1])
+
+
+def _answer(value: T, missing: NotFound | None) -> T:
+    if missing is not None:
+        # A fresh exception per caller: re-raising one shared instance would pile up tracebacks.
+        raise NotFound(str(missing)) from missing.__cause__
+    return value
+
+
+def service_info(manifest: Mapping[str, Any]) -> ServiceInfo | None:
+    """The service-link view of a v1 Service; None for headless or IP-less services."""
+    spec = manifest.get("spec") or {}
+    cluster_ip = str(spec.get("clusterIP") or "")
+    if not cluster_ip or cluster_ip == "None":
+        return None
+    ports = tuple(
+        (str(port.get("name") or ""), int(port.get("port") or 0), str(port.get("protocol") or "TCP"))
+        for port in spec.get("ports") or ()
+    )
+    name = str((manifest.get("metadata") or {}).get("name") or "")
+    return ServiceInfo(name=name, cluster_ip=cluster_ip, ports=ports)

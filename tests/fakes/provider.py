@@ -1,0 +1,128 @@
+"""A hand-written fake of the Provider port, with call counts and failure injection."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from vkubelet.domain.errors import NotFound, NotSupported
+from vkubelet.domain.pod import Pod, PodRef
+from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
+
+RUNNING = {
+    "phase": "Running",
+    "podIP": "10.1.0.1",
+    "startTime": "2025-01-01T00:00:00Z",
+    "conditions": [{"type": "Ready", "status": "True"}],
+}
+
+
+class FakeProvider:
+    """Stores pods by UID. ``streaming=False`` makes it a provider that must be polled."""
+
+    def __init__(self, *, streaming: bool = True, auto_run: bool = True) -> None:
+        self.streaming = streaming
+        self.auto_run = auto_run  # report Running right after create
+        self.pods: dict[str, Pod] = {}
+        self.calls: Counter[str] = Counter()
+        self.created: list[PodRef] = []
+        self._failures: dict[str, list[BaseException]] = defaultdict(list)
+        self._updates: asyncio.Queue[Pod] = asyncio.Queue()
+        self.block: dict[str, asyncio.Event] = {}  # method -> released when set
+
+    # -- test helpers -----------------------------------------------------------------------
+    def inject_failure(self, method: str, error: BaseException, *, times: int = 1) -> None:
+        self._failures[method].extend([error] * times)
+
+    async def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        gate = self.block.get(method)
+        if gate is not None:
+            await gate.wait()
+        if self._failures[method]:
+            raise self._failures[method].pop(0)
+
+    def report(self, uid: str, status: Mapping[str, Any]) -> None:
+        """Change a pod's status as the remote system would, and push it."""
+        pod = self.pods[uid]
+        manifest = copy.deepcopy(dict(pod.manifest))
+        manifest["status"] = dict(status)
+        self.pods[uid] = Pod(pod.ref, manifest)
+        self._updates.put_nowait(self.pods[uid])
+
+    def lose(self, uid: str) -> None:
+        """The remote system forgets a pod without telling anyone."""
+        del self.pods[uid]
+
+    # -- Provider port ----------------------------------------------------------------------
+    async def create_pod(self, pod: Pod) -> None:
+        await self._enter("create_pod")
+        if pod.ref.uid in self.pods:
+            return
+        self.created.append(pod.ref)
+        self.pods[pod.ref.uid] = Pod(pod.ref, copy.deepcopy(dict(pod.manifest)))
+        if self.auto_run:
+            self.report(pod.ref.uid, RUNNING)
+
+    async def update_pod(self, pod: Pod) -> None:
+        await self._enter("update_pod")
+        status = self.pods[pod.ref.uid].status
+        manifest = copy.deepcopy(dict(pod.manifest))
+        manifest["status"] = dict(status)
+        self.pods[pod.ref.uid] = Pod(pod.ref, manifest)
+
+    async def delete_pod(self, pod: Pod) -> None:
+        await self._enter("delete_pod")
+        stored = self.pods.pop(pod.ref.uid, None)
+        if stored is None:
+            raise NotFound(f"pod {pod.ref} not found")
+        manifest = copy.deepcopy(dict(stored.manifest))
+        manifest["status"] = {
+            "phase": "Succeeded",
+            "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 0}}}],
+        }
+        if self.streaming:
+            self._updates.put_nowait(Pod(pod.ref, manifest))
+
+    async def get_pod(self, ref: PodRef) -> Pod:
+        await self._enter("get_pod")
+        if ref.uid not in self.pods:
+            raise NotFound(f"pod {ref} not found")
+        return self.pods[ref.uid]
+
+    async def get_pod_status(self, ref: PodRef) -> Mapping[str, Any]:
+        await self._enter("get_pod_status")
+        if ref.uid not in self.pods:
+            raise NotFound(f"pod {ref} not found")
+        return dict(self.pods[ref.uid].status)
+
+    async def list_pods(self) -> Sequence[Pod]:
+        await self._enter("list_pods")
+        return list(self.pods.values())
+
+    async def pod_status_updates(self) -> AsyncIterator[Pod]:
+        if not self.streaming:
+            raise NotSupported("no status stream")
+        while True:
+            yield await self._updates.get()
+
+    async def ping(self) -> None:
+        await self._enter("ping")
+
+    async def node_template(self) -> NodeTemplate:
+        return NodeTemplate(capacity={"cpu": "4", "memory": "8Gi", "pods": "110"})
+
+    async def stats_summary(self) -> Mapping[str, Any]:
+        raise NotSupported("no stats")
+
+    async def metrics_resource(self) -> Sequence[MetricFamily]:
+        raise NotSupported("no metrics")
+
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.POD_STATUS_STREAM}) if self.streaming else frozenset()
+
+    async def close(self) -> None:
+        pass
