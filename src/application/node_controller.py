@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
+from vkubelet import __version__
 from vkubelet.application.ports.cluster import (
     EventRecorder,
     EventType,
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How long a lease update may keep trying after Conflicts before the loop backs off.
+# How many read-and-update rounds one renewal makes after Conflicts before the loop backs off.
 _LEASE_CONFLICT_ATTEMPTS = 3
 
 
@@ -88,7 +89,7 @@ class NodeControllerSettings:
     kubelet_port: int = 10250
     taint: Taint | None = None
     internal_ip: str | None = None
-    kubelet_version: str = kubelet_version("0.0.0")
+    kubelet_version: str = kubelet_version(__version__)
     lease: LeaseTiming = field(default_factory=LeaseTiming)
     status_interval: float = 60.0
     ping_interval: float = 10.0
@@ -118,6 +119,12 @@ class NodeControllerSettings:
 
 
 class NodeController:
+    """One node's registration and liveness; see the module docstring for the design.
+
+    Use: ``await register()`` (bounded by the caller), then ``run()`` until ``stop()`` or
+    cancellation; ``mark_not_ready()`` at shutdown. ``ready`` is set once registered.
+    """
+
     def __init__(
         self,
         *,
@@ -185,7 +192,7 @@ class NodeController:
         with self._tracer.span("NodeController.register", {"node.name": self.name}):
             self._template = await self._retrying("fetching the node template", self._fetch_template)
             await self._ping_once()
-            node = await self._retrying("registering the node", self._ensure_node)
+            node = await self._retrying("registering the node", self._register_once)
             self.ready.set()
             log.info("node %s registered (uid %s), %s", self.name, self._uid, _describe(self.ready_state()))
             return node_uid(node)
@@ -209,6 +216,16 @@ class NodeController:
                 delay = self._settings.retry.delay(failures)
                 log.warning("%s failed (attempt %d, retrying in %.1f s): %s", what, failures, delay, error)
                 await self._clock.sleep(delay)
+
+    async def _register_once(self) -> Mapping[str, Any]:
+        # After a long API outage the first ping result is stale; do not register as NotReady
+        # because of our own retries.
+        if (
+            self._last_ping is None
+            or self._clock.monotonic() - self._last_ping.at > self._settings.ping_interval
+        ):
+            await self._ping_once()
+        return await self._ensure_node()
 
     async def _ensure_node(self) -> Mapping[str, Any]:
         """One attempt at create-or-adopt. Conflict (created meanwhile) and NotFound (deleted
@@ -385,6 +402,13 @@ class NodeController:
                     EventType.WARNING, "NodeRecreated", f"Node {self.name} was deleted; recreated"
                 )
                 return
+            if self._uid and node_uid(node) != self._uid:
+                # Deleted and recreated by someone else between two patches: bring the
+                # stranger's labels and taints in line, as at adoption.
+                adopt = adoption_patch(node, desired)
+                if adopt is not None:
+                    log.warning("node %s was recreated by someone else; updating it: %s", self.name, adopt)
+                    node = await self._api(self._nodes.patch_node(self.name, adopt))
             self._remember(node, state)
 
     # -- lease --------------------------------------------------------------------------------

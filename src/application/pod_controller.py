@@ -422,6 +422,7 @@ class PodController:
         for event in outcome.events:
             self._record(api_pod, EventType(event.type), event.reason, event.message)
         if outcome.failure is not None:
+            self._record(api_pod, EventType.WARNING, outcome.failure.reason, outcome.failure.message)
             await self._patch_status(
                 api_pod,
                 config_failure_status(api_pod, reason=outcome.failure.reason, message=outcome.failure.message),

@@ -150,8 +150,8 @@ class KeyedWorkQueue(Generic[K]):
         alongside it. Keys may be added before :meth:`run` starts and after :meth:`stop`; they
         wait in the schedule.
         """
-        if math.isnan(delay):
-            raise ValueError(f"work queue {self._name!r}: delay for {key!r} is NaN")
+        if not math.isfinite(delay):
+            raise ValueError(f"work queue {self._name!r}: delay for {key!r} must be finite, got {delay!r}")
         due = self._clock.monotonic() + max(delay, 0.0)
         if key in self._in_flight:
             previous = self._dirty.get(key)
@@ -177,9 +177,9 @@ class KeyedWorkQueue(Generic[K]):
     async def run(self) -> None:
         """Run the workers until cancelled, or until :meth:`stop`/:meth:`drain` lets them end.
 
-        Cancelling cancels in-flight handlers; their keys go back into the schedule. If a worker
-        dies of something other than a handler failure (a bug in a hook, KeyboardInterrupt),
-        the others are cancelled and the error propagates.
+        Cancelling cancels in-flight handlers; their keys go back into the schedule. Handler
+        exceptions never end a worker; should a worker crash anyway (a bug in the queue), the
+        others are cancelled and the error propagates.
         """
         if self._running:
             raise RuntimeError(f"work queue {self._name!r} is already running")

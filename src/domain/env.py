@@ -504,7 +504,7 @@ def _resolve_container(
         value = var.get("value")
         value_from = var.get("valueFrom")
         if value:
-            env[name] = expand(_text(value, f'env var "{name}" of {label}'), env.get)
+            env[name] = expand(_text(value, f"env var {name!r} of {label}"), env.get)
         elif value_from is not None:
             what = f"env var {name!r} of {label}"
             source = _mapping(value_from, what)

@@ -97,6 +97,11 @@ _KLOG_BOOL_FLAGS = frozenset(
     {"logtostderr", "alsologtostderr", "add_dir_header", "skip_headers", "skip_log_headers", "one_output"}
 )
 
+# Defaults of the values that flags may override: one source of truth, the settings classes.
+_CONTROLLER_DEFAULTS = ControllerSettings()
+_SERVER_DEFAULTS = ServerSettings()
+_KUBE_DEFAULTS = KubeSettings()
+
 _BOOL_METAVAR = "BOOL"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -175,12 +180,12 @@ def parse_command_line(
     and ``--trace-exporter`` are validated against them. Raises :class:`CliError`.
     """
     parser = _build_parser()
-    tokens, notes, wants_help = _prepare(argv, frozenset(parser.value_flags))
+    tokens, trailing, notes, wants_help = _prepare(argv, frozenset(parser.value_flags))
     if wants_help:
         return HelpCommand(parser.format_help())
     ns = parser.parse_intermixed_args(tokens)
     log_level = _log_level(ns.log_level)
-    positionals: list[str] = ns.command
+    positionals: list[str] = [*ns.command, *trailing]
     if positionals:
         verb, args = positionals[0], positionals[1:]
         if verb == "help":
@@ -452,16 +457,20 @@ def _build_parser() -> _Parser:
     return parser
 
 
-def _prepare(argv: Sequence[str], value_flags: frozenset[str]) -> tuple[list[str], list[str], bool]:
+def _prepare(
+    argv: Sequence[str], value_flags: frozenset[str]
+) -> tuple[list[str], list[str], list[str], bool]:
     """Rewrite Go-style tokens for argparse, as pflag reads them.
 
     ``--klog.*`` flags are dropped (with a note), bare boolean flags become ``--flag=true``, and
     a flag that takes a value is joined with the next word (``--flag=word``) even when the word
     starts with ``-``: pflag does that, and it lets ``--full-resync-period -1s`` reach validation
-    instead of failing as an unknown option. Returns the tokens, debug notes, and whether help was
-    asked for. Everything after ``--`` is passed through untouched.
+    instead of failing as an unknown option. Returns the tokens for argparse, the words after
+    ``--`` (positional whatever they look like; argparse's intermixed parsing mishandles ``--``),
+    debug notes, and whether help was asked for.
     """
     tokens: list[str] = []
+    trailing: list[str] = []
     notes: list[str] = []
     wants_help = False
     index = 0
@@ -469,8 +478,7 @@ def _prepare(argv: Sequence[str], value_flags: frozenset[str]) -> tuple[list[str
         token = argv[index]
         index += 1
         if token == "--":
-            tokens.append(token)
-            tokens.extend(argv[index:])
+            trailing.extend(argv[index:])
             break
         if token in ("-h", "--help"):
             wants_help = True
@@ -488,7 +496,7 @@ def _prepare(argv: Sequence[str], value_flags: frozenset[str]) -> tuple[list[str
             index += 1
         else:
             tokens.append(token)
-    return tokens, notes, wants_help
+    return tokens, trailing, notes, wants_help
 
 
 def _run_command(
@@ -540,11 +548,21 @@ def _run_command(
     )
 
     controller = ControllerSettings(
-        pod_sync_workers=_positive_int("--pod-sync-workers", ns.pod_sync_workers, default=10),
-        full_resync_period=_duration(
-            "--full-resync-period", ns.full_resync_period, default=60.0, zero_ok=False
+        pod_sync_workers=_positive_int(
+            "--pod-sync-workers", ns.pod_sync_workers, default=_CONTROLLER_DEFAULTS.pod_sync_workers
         ),
-        startup_timeout=_duration("--startup-timeout", ns.startup_timeout, default=0.0, zero_ok=True),
+        full_resync_period=_duration(
+            "--full-resync-period",
+            ns.full_resync_period,
+            default=_CONTROLLER_DEFAULTS.full_resync_period,
+            zero_ok=False,
+        ),
+        startup_timeout=_duration(
+            "--startup-timeout",
+            ns.startup_timeout,
+            default=_CONTROLLER_DEFAULTS.startup_timeout,
+            zero_ok=True,
+        ),
     )
 
     in_cluster = bool(environ.get("KUBERNETES_SERVICE_HOST")) and bool(environ.get("KUBERNETES_SERVICE_PORT"))
@@ -569,7 +587,7 @@ def _run_command(
     kube = KubeSettings(
         kubeconfig=kubeconfig,
         qps=qps,
-        burst=_positive_int("--kube-api-burst", ns.kube_api_burst, default=100),
+        burst=_positive_int("--kube-api-burst", ns.kube_api_burst, default=_KUBE_DEFAULTS.burst),
         local_control_plane=local,
     )
 
@@ -634,29 +652,35 @@ def _server(ns: argparse.Namespace, environ: Mapping[str, str], warnings: list[s
         key_path=Path(_expand_home(key, environ)) if key else None,
         ca_path=Path(_expand_home(ca, environ)) if ca else None,
         stream_idle_timeout=_duration(
-            "--stream-idle-timeout", ns.stream_idle_timeout, default=4 * 3600.0, zero_ok=True
+            "--stream-idle-timeout",
+            ns.stream_idle_timeout,
+            default=_SERVER_DEFAULTS.stream_idle_timeout,
+            zero_ok=True,
         ),
         stream_creation_timeout=_duration(
-            "--stream-creation-timeout", ns.stream_creation_timeout, default=30.0, zero_ok=False
+            "--stream-creation-timeout",
+            ns.stream_creation_timeout,
+            default=_SERVER_DEFAULTS.stream_creation_timeout,
+            zero_ok=False,
         ),
         anonymous_auth=_bool("--anonymous-auth", ns.anonymous_auth),
         authentication_token_webhook=_bool("--authentication-token-webhook", ns.authentication_token_webhook),
         authentication_token_webhook_cache_ttl=_duration(
             "--authentication-token-webhook-cache-ttl",
             ns.authentication_token_webhook_cache_ttl,
-            default=120.0,
+            default=_SERVER_DEFAULTS.authentication_token_webhook_cache_ttl,
             zero_ok=True,
         ),
         authorization_webhook_cache_authorized_ttl=_duration(
             "--authorization-webhook-cache-authorized-ttl",
             ns.authorization_webhook_cache_authorized_ttl,
-            default=300.0,
+            default=_SERVER_DEFAULTS.authorization_webhook_cache_authorized_ttl,
             zero_ok=True,
         ),
         authorization_webhook_cache_unauthorized_ttl=_duration(
             "--authorization-webhook-cache-unauthorized-ttl",
             ns.authorization_webhook_cache_unauthorized_ttl,
-            default=30.0,
+            default=_SERVER_DEFAULTS.authorization_webhook_cache_unauthorized_ttl,
             zero_ok=True,
         ),
     )
@@ -760,7 +784,7 @@ def _positive_int(flag: str, raw: str | None, *, default: int) -> int:
 
 def _qps(raw: str | None) -> float:
     if raw is None:
-        return 50.0
+        return _KUBE_DEFAULTS.qps
     if not _DECIMAL.fullmatch(raw):
         raise _invalid("--kube-api-qps", raw, "must be a number >= 0")
     qps = float(raw)

@@ -7,6 +7,8 @@ another provider) is one line here and nowhere else.
 
 from __future__ import annotations
 
+import operator
+
 from dependency_injector import containers, providers
 
 from vkubelet import __version__
@@ -23,7 +25,8 @@ from vkubelet.adapters.mock.provider import MockProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.environment import EnvironmentResolver
 from vkubelet.application.kubelet_api import KubeletApi
-from vkubelet.application.node_controller import NodeController
+from vkubelet.application.node_controller import NodeController, NodeControllerSettings
+from vkubelet.application.settings import Settings
 from vkubelet.application.pod_controller import PodController, PodControllerSettings
 from vkubelet.application.tracing import NullMetrics, NullTracer
 from vkubelet.domain.backoff import Backoff
@@ -37,25 +40,34 @@ PROVIDER_NAMES = ("mock",)
 EXPORTER_NAMES = ("jaeger", "otlp", "zpages")
 
 
+def _setting(settings: providers.Provider[Settings], path: str) -> providers.Provider[object]:
+    """One Settings field, e.g. ``"node.name"``.
+
+    Not ``settings.provided.node.name``: dependency-injector's providers have attributes of
+    their own (``.name``, ``.provider``) that shadow settings fields of the same name.
+    """
+    return providers.Callable(operator.attrgetter(path), settings)
+
+
 class Kubernetes(containers.DeclarativeContainer):
     """The API server side: one client, one gateway per port."""
 
     settings = providers.Dependency()
     client = providers.Singleton(
         create_client,
-        settings.provided.kube.kubeconfig,
-        qps=settings.provided.kube.qps,
-        burst=settings.provided.kube.burst,
+        _setting(settings, "kube.kubeconfig"),
+        qps=_setting(settings, "kube.qps"),
+        burst=_setting(settings, "kube.burst"),
     )
-    pods = providers.Singleton(KubernetesPodGateway, client, node_name=settings.provided.node.name)
+    pods = providers.Singleton(KubernetesPodGateway, client, node_name=_setting(settings, "node.name"))
     nodes = providers.Singleton(KubernetesNodeGateway, client)
     leases = providers.Singleton(KubernetesLeaseGateway, client)
     config_source = providers.Singleton(KubernetesConfigSource, client)
     events = providers.Singleton(
         KubernetesEventRecorder,
         client,
-        component=providers.Callable("{}/pod-controller".format, settings.provided.node.name),
-        host=settings.provided.node.name,
+        component=providers.Callable("{}/pod-controller".format, _setting(settings, "node.name")),
+        host=_setting(settings, "node.name"),
     )
 
 
@@ -65,16 +77,16 @@ class Backends(containers.DeclarativeContainer):
     settings = providers.Dependency()
     clock = providers.Dependency()
     internal_ip = providers.Dependency(instance_of=str)
-    provider = providers.Selector(
-        settings.provided.node.provider,
+    pod_provider = providers.Selector(
+        _setting(settings, "node.provider"),
         mock=providers.Singleton(
             MockProvider,
-            node_name=settings.provided.node.name,
+            node_name=_setting(settings, "node.name"),
             config=providers.Callable(
                 load_mock_config,
-                settings.provided.node.provider_config,
-                node_name=settings.provided.node.name,
-                operating_system=settings.provided.node.operating_system,
+                _setting(settings, "node.provider_config"),
+                node_name=_setting(settings, "node.name"),
+                operating_system=_setting(settings, "node.operating_system"),
             ),
             internal_ip=internal_ip,
             clock=clock,
@@ -96,68 +108,72 @@ class Application(containers.DeclarativeContainer):
     environment = providers.Singleton(
         EnvironmentResolver,
         configs=kube.config_source,
-        provider=backends.provider,
+        provider=backends.pod_provider,
         host_ip=internal_ip,
     )
     pod_controller = providers.Singleton(
         PodController,
         pods=kube.pods,
-        provider=backends.provider,
+        provider=backends.pod_provider,
         environment=environment,
         events=kube.events,
         clock=clock,
         tracer=tracer,
         settings=providers.Factory(
             PodControllerSettings,
-            node_name=settings.provided.node.name,
-            workers=settings.provided.controller.pod_sync_workers,
-            full_resync_period=settings.provided.controller.full_resync_period,
-            status_poll_interval=settings.provided.controller.status_poll_interval,
+            node_name=_setting(settings, "node.name"),
+            workers=_setting(settings, "controller.pod_sync_workers"),
+            full_resync_period=_setting(settings, "controller.full_resync_period"),
+            status_poll_interval=_setting(settings, "controller.status_poll_interval"),
             backoff=providers.Factory(
                 Backoff,
-                base=settings.provided.controller.backoff_base,
-                cap=settings.provided.controller.backoff_cap,
+                base=_setting(settings, "controller.backoff_base"),
+                cap=_setting(settings, "controller.backoff_cap"),
             ),
         ),
     )
     server_tls = providers.Singleton(
         server_tls,
-        cert_file=settings.provided.server.cert_path,
-        key_file=settings.provided.server.key_path,
-        node_name=settings.provided.node.name,
+        cert_file=_setting(settings, "server.cert_path"),
+        key_file=_setting(settings, "server.key_path"),
+        node_name=_setting(settings, "node.name"),
         node_ip=internal_ip,
     )
     kubelet_api = providers.Singleton(
         KubeletApi,
-        provider=backends.provider,
+        provider=backends.pod_provider,
         node_pods=pod_controller.provided.node_pods,
-        node_name=settings.provided.node.name,
+        node_name=_setting(settings, "node.name"),
     )
     kubelet_server = providers.Singleton(
         KubeletServer,
         kubelet_api,
-        listen_host=settings.provided.server.listen_host,
-        listen_port=settings.provided.server.listen_port,
+        listen_host=_setting(settings, "server.listen_host"),
+        listen_port=_setting(settings, "server.listen_port"),
         ssl_context=server_tls.provided.context,
+    )
+    node_controller_settings = providers.Factory(
+        NodeControllerSettings,
+        name=_setting(settings, "node.name"),
+        provider=_setting(settings, "node.provider"),
+        taint=_setting(settings, "node.taint"),
+        internal_ip=internal_ip,
+        kubelet_version=KUBELET_VERSION,
+        lease=providers.Factory(
+            LeaseTiming,
+            duration_seconds=_setting(settings, "node.lease_duration_seconds"),
+            renew_interval=_setting(settings, "node.lease_renew_interval"),
+        ),
+        status_interval=_setting(settings, "node.node_status_interval"),
+        ping_interval=_setting(settings, "node.ping_interval"),
+        ping_timeout=_setting(settings, "node.ping_timeout"),
     )
     node_controller = providers.Factory(
         NodeController,
         nodes=kube.nodes,
         leases=kube.leases,
-        provider=backends.provider,
+        provider=backends.pod_provider,
         clock=clock,
+        events=kube.events,
         tracer=tracer,
-        node_name=settings.provided.node.name,
-        provider_name=settings.provided.node.provider,
-        taint=settings.provided.node.taint,
-        internal_ip=internal_ip,
-        kubelet_version=KUBELET_VERSION,
-        lease_timing=providers.Factory(
-            LeaseTiming,
-            duration_seconds=settings.provided.node.lease_duration_seconds,
-            renew_interval=settings.provided.node.lease_renew_interval,
-        ),
-        status_interval=settings.provided.node.node_status_interval,
-        ping_interval=settings.provided.node.ping_interval,
-        ping_timeout=settings.provided.node.ping_timeout,
     )

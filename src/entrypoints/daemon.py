@@ -38,7 +38,7 @@ async def run_daemon(settings: Settings, *, internal_ip: str) -> int:
 
 async def _run(container: Application, settings: Settings, stop: asyncio.Event) -> int:
     # Building the provider validates its config: fail before touching the cluster.
-    provider = container.backends.provider()
+    provider = container.backends.pod_provider()
     client = container.kube.client()
     events = container.kube.events()
     server = container.kubelet_server()
@@ -50,7 +50,9 @@ async def _run(container: Application, settings: Settings, stop: asyncio.Event) 
         await server.start()
         log.info("kubelet API listening on %s:%d", settings.server.listen_host, server.port)
         tasks.append(asyncio.create_task(pod_controller.run(), name="pod-controller"))
-        node_controller = container.node_controller(kubelet_port=server.port)
+        node_controller = container.node_controller(
+            settings=container.node_controller_settings(kubelet_port=server.port)
+        )
         startup = asyncio.ensure_future(_start(pod_controller, node_controller, tasks))
         timeout = settings.controller.startup_timeout or None
         waiter = asyncio.ensure_future(stop.wait())

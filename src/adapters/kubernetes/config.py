@@ -18,7 +18,7 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 from vkubelet.adapters.kubernetes.client import KubeClient
@@ -90,7 +90,7 @@ class KubernetesConfigSource:
         while True:
             hit = self._cache.get(key)
             if hit is not None and hit[0] > self._clock.monotonic():
-                return _answer(hit[1], hit[2])
+                return cast(T, _answer(hit[1], hit[2]))
             pending = self._inflight.get(key)
             if pending is None:
                 break
@@ -102,7 +102,7 @@ class KubernetesConfigSource:
                 if pending.cancelled() and not (task is not None and task.cancelling()):
                     continue
                 raise
-            return _answer(value, missing)
+            return cast(T, _answer(value, missing))
 
         future: asyncio.Future[tuple[Any, NotFound | None]] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
@@ -124,7 +124,7 @@ class KubernetesConfigSource:
         future.set_result(outcome)
         if self._ttl > 0:
             self._store(key, outcome)
-        return _answer(*outcome)
+        return cast(T, _answer(*outcome))
 
     def _store(self, key: _Key, outcome: tuple[Any, NotFound | None]) -> None:
         now = self._clock.monotonic()
@@ -134,7 +134,7 @@ class KubernetesConfigSource:
         self._cache[key] = (now + self._ttl, outcome[0], outcome[1])
 
 
-def _answer(value: T, missing: NotFound | None) -> T:
+def _answer(value: Any, missing: NotFound | None) -> Any:
     if missing is not None:
         # A fresh exception per caller: re-raising one shared instance would pile up tracebacks.
         raise NotFound(str(missing)) from missing.__cause__

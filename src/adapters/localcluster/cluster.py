@@ -34,7 +34,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -154,7 +153,7 @@ class _Process:
             self._log = None
 
 
-_running: weakref.WeakSet[LocalCluster] = weakref.WeakSet()
+_running: set[LocalCluster] = set()  # strong references: a forgotten cluster still gets stopped
 
 
 @atexit.register
@@ -167,8 +166,10 @@ def _stop_leftovers() -> None:
 class LocalCluster:
     """etcd + kube-apiserver on free (or given) loopback ports, with generated certificates.
 
-    >>> with LocalCluster() as cluster:
-    ...     cluster.kubectl("get", "namespaces")
+    Usage::
+
+        with LocalCluster() as cluster:
+            cluster.kubectl("get", "namespaces")
     """
 
     def __init__(
@@ -395,6 +396,8 @@ class LocalCluster:
     def _start_etcd(self, binaries: Binaries) -> None:
         client_url = self.etcd_url
         peer_url = f"http://{LOOPBACK}:{self._etcd_peer_port}"
+        # Always a fresh member: a data dir from an earlier attempt remembers other peer URLs.
+        shutil.rmtree(self.work_dir / "etcd", ignore_errors=True)
         self._etcd = _Process(
             "etcd",
             [

@@ -6,19 +6,18 @@ recreation after a delete, shutdown. No network, no real sleeps.
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
-from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from tests.fakes.clock import FakeClock
+from tests.fakes.cluster import FakeEventRecorder, FakeLeaseGateway, FakeNodeGateway
+
 from vkubelet.application.node_controller import NodeController, NodeControllerSettings
-from vkubelet.application.ports.cluster import EventType, Lease, ObjectRef
-from vkubelet.domain.errors import Conflict, InvalidInput, NotFound, Transient
-from vkubelet.domain.node import ready_condition
+from vkubelet.application.ports.cluster import Lease
+from vkubelet.domain.errors import InvalidInput, Transient
 from vkubelet.domain.provider import NodeCondition, NodeTemplate, Taint
 
 TAINT = Taint("virtual-kubelet.io/provider", "mock", "NoSchedule")
@@ -26,172 +25,70 @@ TEMPLATE = NodeTemplate(capacity={"cpu": "8", "memory": "32Gi", "pods": "110"}, 
 
 
 # --- fakes ---------------------------------------------------------------------------------------
+# The shared cluster fakes, plus what these scenarios need on top: calls that hang until a gate
+# opens, and a log of every lease write.
 
 
-class Failures:
-    """Per-method scripted failures: ``inject(method, error, times)``; ``times=None`` = forever."""
+class Nodes(FakeNodeGateway):
+    def __init__(self, *, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.gates: dict[str, asyncio.Event] = {}  # port method -> blocks until set
 
-    def __init__(self) -> None:
-        self.calls: Counter[str] = Counter()
-        self._scripted: dict[str, list[BaseException]] = defaultdict(list)
-        self._always: dict[str, BaseException] = {}
-        self.gates: dict[str, asyncio.Event] = {}  # method -> blocks until set
-
-    def inject(self, method: str, error: BaseException, *, times: int | None = 1) -> None:
-        if times is None:
-            self._always[method] = error
-        else:
-            self._scripted[method].extend([error] * times)
-
-    def clear(self, method: str) -> None:
-        self._always.pop(method, None)
-        self._scripted.pop(method, None)
-
-    async def enter(self, method: str) -> None:
-        self.calls[method] += 1
+    async def _gate(self, method: str) -> None:
         gate = self.gates.get(method)
         if gate is not None:
             await gate.wait()
-        if method in self._always:
-            raise self._always[method]
-        if self._scripted[method]:
-            raise self._scripted[method].pop(0)
-
-
-def _merge_by_type(current: list[dict[str, Any]], patch: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    merged = [dict(item) for item in current]
-    for item in patch:
-        found = next((m for m in merged if m.get("type") == item.get("type")), None)
-        if found is None:
-            merged.append(dict(item))
-        else:
-            found.update(item)
-    return merged
-
-
-class Nodes:
-    """A NodeGateway holding nodes in memory, merging patches the way the API server's
-    strategic merge does for the fields vkubelet sends (conditions by type, maps by key, taints
-    replaced, resourceVersion as a precondition)."""
-
-    def __init__(self) -> None:
-        self.nodes: dict[str, dict[str, Any]] = {}
-        self.failures = Failures()
-        self._uids = itertools.count(1)
-        self._versions = itertools.count(1)
-
-    def add(self, node: Mapping[str, Any]) -> dict[str, Any]:
-        stored = copy.deepcopy(dict(node))
-        meta = stored.setdefault("metadata", {})
-        meta["uid"] = f"node-uid-{next(self._uids)}"
-        meta["resourceVersion"] = str(next(self._versions))
-        self.nodes[meta["name"]] = stored
-        return copy.deepcopy(stored)
-
-    def delete(self, name: str) -> None:
-        """``kubectl delete node``."""
-        del self.nodes[name]
-
-    def _get(self, name: str) -> dict[str, Any]:
-        if name not in self.nodes:
-            raise NotFound(f"node {name}")
-        return self.nodes[name]
 
     async def get_node(self, name: str) -> Mapping[str, Any]:
-        await self.failures.enter("get_node")
-        return copy.deepcopy(self._get(name))
+        await self._gate("get_node")
+        return await super().get_node(name)
 
     async def create_node(self, node: Mapping[str, Any]) -> Mapping[str, Any]:
-        await self.failures.enter("create_node")
-        if node["metadata"]["name"] in self.nodes:
-            raise Conflict("already exists")
-        return self.add(node)
+        await self._gate("create_node")
+        return await super().create_node(node)
 
     async def patch_node(self, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
-        await self.failures.enter("patch_node")
-        node = self._get(name)
-        meta_patch = dict(patch.get("metadata", {}))
-        expected = meta_patch.pop("resourceVersion", None)
-        if expected is not None and expected != node["metadata"]["resourceVersion"]:
-            raise Conflict("resourceVersion changed")
-        for key, value in meta_patch.items():
-            node["metadata"].setdefault(key, {}).update(value)
-        node.setdefault("spec", {}).update(copy.deepcopy(patch.get("spec", {})))
-        node["metadata"]["resourceVersion"] = str(next(self._versions))
-        return copy.deepcopy(node)
+        await self._gate("patch_node")
+        return await super().patch_node(name, patch)
 
     async def patch_node_status(self, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
-        await self.failures.enter("patch_node_status")
-        node = self._get(name)
-        status = node.setdefault("status", {})
-        for key, value in copy.deepcopy(dict(patch["status"])).items():
-            if key == "conditions":
-                status["conditions"] = _merge_by_type(status.get("conditions", []), value)
-            elif isinstance(value, dict) and isinstance(status.get(key), dict):
-                status[key].update(value)
-            else:
-                status[key] = value
-        node["metadata"]["resourceVersion"] = str(next(self._versions))
-        return copy.deepcopy(node)
+        await self._gate("patch_node_status")
+        return await super().patch_node_status(name, patch)
+
+    async def add(self, node: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Another actor creates the node."""
+        return await FakeNodeGateway.create_node(self, node)
+
+    def count(self, method: str) -> int:
+        return len(self.calls_to(method))
 
     def ready(self, name: str = "vk-0") -> Mapping[str, Any]:
-        condition = ready_condition(self.nodes[name]["status"]["conditions"])
+        condition = self.condition(name, "Ready")
         assert condition is not None
         return condition
 
 
-class Leases:
-    """A LeaseGateway with optimistic concurrency on resource_version."""
-
-    def __init__(self) -> None:
-        self.lease: Lease | None = None
-        self.failures = Failures()
+class Leases(FakeLeaseGateway):
+    def __init__(self, *, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
         self.writes: list[Lease] = []
-        self._versions = itertools.count(1)
-
-    def _store(self, lease: Lease) -> Lease:
-        self.lease = Lease(
-            name=lease.name,
-            holder_identity=lease.holder_identity,
-            duration_seconds=lease.duration_seconds,
-            renew_time=lease.renew_time,
-            owner_node_uid=lease.owner_node_uid,
-            resource_version=str(next(self._versions)),
-        )
-        self.writes.append(self.lease)
-        return self.lease
-
-    def touch(self) -> None:
-        """Someone else wrote the lease: our resource_version is now stale."""
-        assert self.lease is not None
-        self.lease = Lease(
-            name=self.lease.name,
-            holder_identity=self.lease.holder_identity,
-            duration_seconds=self.lease.duration_seconds,
-            renew_time=self.lease.renew_time,
-            owner_node_uid=self.lease.owner_node_uid,
-            resource_version=str(next(self._versions)),
-        )
-
-    async def get_lease(self, name: str) -> Lease:
-        await self.failures.enter("get_lease")
-        if self.lease is None:
-            raise NotFound(f"lease {name}")
-        return self.lease
 
     async def create_lease(self, lease: Lease) -> Lease:
-        await self.failures.enter("create_lease")
-        if self.lease is not None:
-            raise Conflict("exists")
-        return self._store(lease)
+        stored = await super().create_lease(lease)
+        self.writes.append(stored)
+        return stored
 
     async def update_lease(self, lease: Lease) -> Lease:
-        await self.failures.enter("update_lease")
-        if self.lease is None:
-            raise NotFound(f"lease {lease.name}")
-        if lease.resource_version != self.lease.resource_version:
-            raise Conflict("stale resourceVersion")
-        return self._store(lease)
+        stored = await super().update_lease(lease)
+        self.writes.append(stored)
+        return stored
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.leases.get("vk-0")
+
+    def count(self, method: str) -> int:
+        return len(self.calls_to(method))
 
 
 class Provider:
@@ -228,28 +125,16 @@ class Provider:
         return self.template
 
 
-class Events:
-    def __init__(self) -> None:
-        self.recorded: list[tuple[ObjectRef, EventType, str, str]] = []
-
-    def record(self, obj: ObjectRef, *, type: EventType, reason: str, message: str) -> None:
-        self.recorded.append((obj, type, reason, message))
-
-    @property
-    def reasons(self) -> list[str]:
-        return [reason for _, _, reason, _ in self.recorded]
-
-
 # --- fixtures --------------------------------------------------------------------------------------
 
 
 class Harness:
     def __init__(self) -> None:
         self.clock = FakeClock()
-        self.nodes = Nodes()
-        self.leases = Leases()
+        self.nodes = Nodes(clock=self.clock)
+        self.leases = Leases(clock=self.clock)
         self.provider = Provider()
-        self.events = Events()
+        self.events = FakeEventRecorder()
         self.controller = self.make()
         self.task: asyncio.Task[None] | None = None
 
@@ -285,7 +170,11 @@ class Harness:
             remaining -= delta
 
     def node(self) -> dict[str, Any]:
-        return self.nodes.nodes["vk-0"]
+        return self.nodes.node("vk-0")
+
+    @property
+    def event_reasons(self) -> list[str]:
+        return [event.reason for event in self.events.events]
 
 
 @pytest.fixture
@@ -302,7 +191,9 @@ async def h() -> AsyncIterator[Harness]:
 # --- registration ----------------------------------------------------------------------------------
 
 
-async def test_registration_creates_node_with_labels_taint_os_arch_and_ready_after_good_ping(h: Harness) -> None:
+async def test_registration_creates_node_with_labels_taint_os_arch_and_ready_after_good_ping(
+    h: Harness,
+) -> None:
     uid = await h.controller.register()
 
     node = h.node()
@@ -334,7 +225,7 @@ async def test_first_ping_failure_does_not_abort_registration(h: Harness) -> Non
 
 
 async def test_transient_api_errors_during_registration_are_retried_with_backoff(h: Harness) -> None:
-    h.nodes.failures.inject("get_node", Transient("apiserver restarting"), times=3)
+    h.nodes.inject_failure("get_node", Transient("apiserver restarting"), times=3)
 
     registering = asyncio.create_task(h.controller.register())
     await h.clock.settle()
@@ -342,11 +233,22 @@ async def test_transient_api_errors_during_registration_are_retried_with_backoff
     await h.advance(0.2 + 0.4 + 0.8)  # the retry policy's first three delays
 
     assert await registering == h.node()["metadata"]["uid"]
-    assert h.nodes.failures.calls["get_node"] == 4
+    assert h.nodes.count("get_node") == 4
+
+
+async def test_registration_after_a_long_api_outage_uses_a_fresh_ping(h: Harness) -> None:
+    h.nodes.inject_failure("get_node", Transient("apiserver restarting"), times=8)
+
+    registering = asyncio.create_task(h.controller.register())
+    await h.advance(60)
+    await registering
+
+    assert h.provider.pings > 1
+    assert h.nodes.ready()["status"] == "True"  # not "no answer for 60 s"
 
 
 async def test_registration_is_cancellable_while_the_api_is_down(h: Harness) -> None:
-    h.nodes.failures.inject("get_node", Transient("down"), times=None)
+    h.nodes.inject_failure("get_node", Transient("down"), times=None)
 
     registering = asyncio.create_task(h.controller.register())
     await h.advance(30)
@@ -358,7 +260,7 @@ async def test_registration_is_cancellable_while_the_api_is_down(h: Harness) -> 
 
 
 async def test_registration_gives_up_on_errors_retrying_cannot_fix(h: Harness) -> None:
-    h.nodes.failures.inject("create_node", InvalidInput("node name is invalid"))
+    h.nodes.inject_failure("create_node", InvalidInput("node name is invalid"))
 
     with pytest.raises(InvalidInput):
         await h.controller.register()
@@ -366,13 +268,13 @@ async def test_registration_gives_up_on_errors_retrying_cannot_fix(h: Harness) -
 
 async def test_conflict_on_create_adopts_the_node_created_meanwhile(h: Harness) -> None:
     async def someone_else_creates_it() -> None:
-        h.nodes.add({"metadata": {"name": "vk-0"}, "status": {}})
+        await h.nodes.add({"metadata": {"name": "vk-0"}, "status": {}})
 
-    h.nodes.failures.gates["create_node"] = asyncio.Event()
+    h.nodes.gates["create_node"] = asyncio.Event()
     registering = asyncio.create_task(h.controller.register())
     await h.clock.settle()
     await someone_else_creates_it()
-    h.nodes.failures.gates["create_node"].set()
+    h.nodes.gates["create_node"].set()
     await h.advance(1)
 
     assert await registering == h.node()["metadata"]["uid"]
@@ -383,8 +285,10 @@ async def test_conflict_on_create_adopts_the_node_created_meanwhile(h: Harness) 
 # --- adoption (TestManualConditionsPreserved / TestBeforeAnnotationsPreserved analogues) ---------
 
 
-async def test_adopting_existing_node_preserves_conditions_annotations_and_taints_of_others(h: Harness) -> None:
-    existing = h.nodes.add(
+async def test_adopting_existing_node_preserves_conditions_annotations_and_taints_of_others(
+    h: Harness,
+) -> None:
+    existing = await h.nodes.add(
         {
             "metadata": {
                 "name": "vk-0",
@@ -426,7 +330,7 @@ async def test_adopting_existing_node_preserves_conditions_annotations_and_taint
 
 
 async def test_adoption_retries_when_someone_changes_the_taints_meanwhile(h: Harness) -> None:
-    h.nodes.add({"metadata": {"name": "vk-0"}, "spec": {"taints": []}, "status": {}})
+    await h.nodes.add({"metadata": {"name": "vk-0"}, "spec": {"taints": []}, "status": {}})
     real_patch = h.nodes.patch_node
     raced = False
 
@@ -451,12 +355,12 @@ async def test_adoption_retries_when_someone_changes_the_taints_meanwhile(h: Har
 
 async def test_status_is_patched_every_status_interval(h: Harness) -> None:
     await h.start()
-    writes = h.nodes.failures.calls["patch_node_status"]
+    writes = h.nodes.count("patch_node_status")
 
     await h.advance(59)
-    assert h.nodes.failures.calls["patch_node_status"] == writes
+    assert h.nodes.count("patch_node_status") == writes
     await h.advance(1)
-    assert h.nodes.failures.calls["patch_node_status"] == writes + 1
+    assert h.nodes.count("patch_node_status") == writes + 1
     assert h.nodes.ready()["lastHeartbeatTime"] == "2025-01-01T00:01:00Z"
 
 
@@ -470,7 +374,7 @@ async def test_failed_ping_turns_node_not_ready_at_once_with_the_error(h: Harnes
     assert (ready["status"], ready["reason"]) == ("False", "ProviderPingFailed")
     assert "RuntimeError: backend 503" in ready["message"]
     assert ready["lastTransitionTime"] == "2025-01-01T00:00:10Z"
-    assert "NodeNotReady" in h.events.reasons
+    assert "NodeNotReady" in h.event_reasons
 
 
 async def test_hung_ping_turns_node_not_ready_but_lease_keeps_renewing(h: Harness) -> None:
@@ -500,7 +404,7 @@ async def test_ping_recovery_turns_node_ready_again(h: Harness) -> None:
     ready = h.nodes.ready()
     assert (ready["status"], ready["reason"]) == ("True", "KubeletReady")
     assert ready["lastTransitionTime"] == "2025-01-01T00:00:25Z"
-    assert h.events.reasons[-1] == "NodeReady"
+    assert h.event_reasons[-1] == "NodeReady"
 
 
 async def test_at_most_one_ping_in_flight_when_the_provider_ignores_cancellation(h: Harness) -> None:
@@ -554,19 +458,38 @@ async def test_deleted_node_is_recreated_on_next_status_patch_and_lease_owner_fo
     assert node["spec"]["taints"] == [TAINT.to_manifest()]
     assert h.nodes.ready()["status"] == "True"
     assert h.controller.node_uid == node["metadata"]["uid"]
-    assert "NodeRecreated" in h.events.reasons
+    assert "NodeRecreated" in h.event_reasons
     await h.advance(10)
+    assert h.leases.lease.owner_node_uid == node["metadata"]["uid"]
+
+
+async def test_node_recreated_by_someone_else_gets_our_labels_and_taint_back(h: Harness) -> None:
+    await h.start()
+    first_uid = h.controller.node_uid
+    h.nodes.delete("vk-0")
+    await h.nodes.add({"metadata": {"name": "vk-0", "labels": {"owner": "ops"}}, "spec": {}, "status": {}})
+
+    await h.advance(60)
+
+    node = h.node()
+    assert node["metadata"]["uid"] != first_uid
+    assert node["metadata"]["labels"]["owner"] == "ops"
+    assert node["metadata"]["labels"]["type"] == "virtual-kubelet"
+    assert node["spec"]["taints"] == [TAINT.to_manifest()]
+    assert h.controller.node_uid == node["metadata"]["uid"]
+    await h.advance(10)
+    assert h.leases.lease is not None
     assert h.leases.lease.owner_node_uid == node["metadata"]["uid"]
 
 
 async def test_failed_status_patch_is_retried_soon(h: Harness) -> None:
     await h.start()
-    h.nodes.failures.inject("patch_node_status", Transient("etcd timeout"))
-    calls = h.nodes.failures.calls["patch_node_status"]
+    h.nodes.inject_failure("patch_node_status", Transient("etcd timeout"))
+    calls = h.nodes.count("patch_node_status")
 
     await h.advance(61)
 
-    assert h.nodes.failures.calls["patch_node_status"] == calls + 2  # failed at 60 s, retried at 60.2 s
+    assert h.nodes.count("patch_node_status") == calls + 2  # failed at 60 s, retried at 60.2 s
     assert h.nodes.ready()["lastHeartbeatTime"] == "2025-01-01T00:01:00Z"
 
 
@@ -603,7 +526,7 @@ async def test_lease_is_created_with_owner_and_holder_and_renewed_every_10s(h: H
 
 
 async def test_existing_lease_is_taken_over_and_its_owner_set(h: Harness) -> None:
-    h.leases._store(
+    h.leases.put(
         Lease(
             name="vk-0",
             holder_identity="someone-else",
@@ -621,36 +544,37 @@ async def test_existing_lease_is_taken_over_and_its_owner_set(h: Harness) -> Non
 
 async def test_lease_conflict_is_resolved_by_rereading(h: Harness) -> None:
     await h.start()
-    h.leases.touch()  # another writer bumped the resourceVersion
+    assert h.leases.lease is not None
+    h.leases.put(h.leases.lease)  # another writer bumped the resourceVersion
 
     await h.advance(10)
 
-    assert h.leases.failures.calls["update_lease"] == 2  # the conflicting try, then the retry
-    assert h.leases.failures.calls["get_lease"] == 2  # at creation, and after the conflict
+    assert h.leases.count("update_lease") == 2  # the conflicting try, then the retry
+    assert h.leases.count("get_lease") == 2  # at creation, and after the conflict
     assert h.leases.lease is not None
     assert h.leases.lease.renew_time == h.clock.now()
 
 
 async def test_lease_api_errors_back_off_without_a_hot_loop(h: Harness) -> None:
     await h.start()
-    h.leases.failures.inject("update_lease", Transient("apiserver unavailable"), times=None)
+    h.leases.inject_failure("update_lease", Transient("apiserver unavailable"), times=None)
 
     await h.advance(70)
 
     # first failure at 10 s; then 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 (12.6 s) and every 7 s after that
-    calls = h.leases.failures.calls["update_lease"]
+    calls = h.leases.count("update_lease")
     assert calls == 1 + 6 + int((70 - 10 - 12.6) // 7)
     assert h.clock.sleepers <= 4  # one sleep per loop (bug 16: no double sleep), plus timers
 
-    h.leases.failures.clear("update_lease")
+    h.leases.clear_failures()
     await h.advance(7)
     assert h.leases.lease is not None
-    assert h.leases.lease.renew_time > h.clock.now() - __import__("datetime").timedelta(seconds=7)
+    assert h.leases.lease.renew_time > h.clock.now() - timedelta(seconds=7)
 
 
 async def test_deleted_lease_is_recreated(h: Harness) -> None:
     await h.start()
-    h.leases.lease = None  # garbage-collected with a deleted node, say
+    h.leases.delete("vk-0")  # garbage-collected with a deleted node, say
 
     await h.advance(10)
 
@@ -659,9 +583,33 @@ async def test_deleted_lease_is_recreated(h: Harness) -> None:
     assert h.leases.lease.owner_node_uid == h.controller.node_uid
 
 
+async def test_slow_lease_api_keeps_the_10s_cadence(h: Harness) -> None:
+    h.leases.delay = 3.0  # every lease call takes 3 s
+    await h.start()
+
+    await h.advance(47)
+
+    renew_times = [w.renew_time for w in h.leases.writes]
+    assert [(b - a).total_seconds() for a, b in itertools.pairwise(renew_times)] == [10.0] * 4
+
+
+async def test_hung_lease_api_is_abandoned_and_retried(h: Harness) -> None:
+    await h.start()
+    h.leases.delay = 3600.0  # the API server stops answering lease calls
+
+    await h.advance(60)
+    attempts = h.leases.count("update_lease")
+    assert 3 <= attempts <= 6  # each call abandoned after api_timeout (10 s), then a short backoff
+
+    h.leases.delay = 0.0
+    await h.advance(10)
+    assert h.leases.lease is not None
+    assert h.leases.lease.renew_time >= h.clock.now() - timedelta(seconds=10)
+
+
 async def test_slow_status_patch_does_not_stall_the_lease(h: Harness) -> None:
     await h.start()
-    h.nodes.failures.gates["patch_node_status"] = asyncio.Event()  # every status patch hangs
+    h.nodes.gates["patch_node_status"] = asyncio.Event()  # every status patch hangs
 
     await h.advance(90)
 
@@ -684,7 +632,7 @@ async def test_mark_not_ready_patches_ready_false_and_the_loops_keep_it(h: Harne
 
 async def test_mark_not_ready_gives_up_after_its_deadline(h: Harness) -> None:
     await h.start()
-    h.nodes.failures.gates["patch_node_status"] = asyncio.Event()
+    h.nodes.gates["patch_node_status"] = asyncio.Event()
 
     marking = asyncio.create_task(h.controller.mark_not_ready("Maintenance", "going away", deadline=2))
     await h.advance(2)

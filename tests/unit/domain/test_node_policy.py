@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from vkubelet.domain.node import (
+    READY_STATE,
     REASON_PING_FAILED,
     REASON_PING_TIMEOUT,
     REASON_READY,
     REASON_UNAVAILABLE,
-    READY_STATE,
     PingOutcome,
     PingResult,
     ReadyState,
@@ -197,7 +197,9 @@ def test_transition_time_moves_when_status_changes_but_not_for_a_new_reason() ->
     assert by_type(second)["Ready"]["lastTransitionTime"] == format_time(LATER)
     assert by_type(second)["MemoryPressure"]["lastTransitionTime"] == format_time(NOW)
     timeout = ReadyState.not_ready(reason=REASON_PING_TIMEOUT, message="y")
-    third = by_type(node_conditions(TEMPLATE, ready=timeout, now=LATER + timedelta(minutes=1), previous=second))
+    third = by_type(
+        node_conditions(TEMPLATE, ready=timeout, now=LATER + timedelta(minutes=1), previous=second)
+    )
     assert third["Ready"]["lastTransitionTime"] == format_time(LATER)
     assert third["Ready"]["reason"] == REASON_PING_TIMEOUT
 
