@@ -117,4 +117,4 @@ def configure_logging(level_name: str) -> None:
     # Client libraries are chatty at debug level; keep them at info unless asked for trace.
     if log_level_number(level_name) > 5:
         for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "asyncio"):
-            logging.getLogger(noisy).setLevel(max(logging.INFO, log_level_number(level_name)))
+            logging.getLogger(noisy).setLevel(max(logging.WARNING, log_level_number(level_name)))
