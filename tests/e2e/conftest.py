@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.network import TestNetwork, create_test_network, unavailable_reason
 from vkubelet.adapters.localcluster.binaries import ensure_binaries
 from vkubelet.adapters.localcluster.cluster import LocalCluster
 
@@ -21,13 +22,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def control_plane(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+def test_network() -> Iterator[TestNetwork | None]:
+    """A network namespace for virtual kubelets, or None where this machine cannot make one."""
+    if unavailable_reason() is not None:
+        yield None
+        return
+    network = create_test_network()
+    try:
+        yield network
+    finally:
+        network.delete()
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest, test_network: TestNetwork | None) -> Iterator[LocalCluster]:
     """A started LocalCluster; its work directory (logs, certs) is kept when a test failed."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
     # A first run builds the binaries for minutes: let its progress lines reach the terminal.
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         binaries = ensure_binaries()
-    cluster = LocalCluster(binaries=binaries)
+    bind_address = test_network.host_ip if test_network else "127.0.0.1"
+    cluster = LocalCluster(binaries=binaries, bind_address=bind_address)
     cluster.start()
     try:
         yield cluster

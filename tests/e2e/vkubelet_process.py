@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tests.e2e.network import TestNetwork
+
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
@@ -89,14 +91,20 @@ class VkubeletProcess:
         provider_config: dict[str, Any] | None = None,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        network: TestNetwork | None = None,
     ) -> None:
+        """With a ``network`` the daemon runs inside its namespace, reachable at its node IP
+        (the API server's node proxy refuses loopback kubelets); otherwise on 127.0.0.1."""
         self.work_dir = work_dir
+        self.network = network
+        self.node_ip = network.node_ip if network else "127.0.0.1"
         self.node_name = node_name
         self.port = free_port()
         self.log_path = work_dir / f"vkubelet-{node_name}.log"
         config_path = work_dir / f"mock-{node_name}.json"
         config_path.write_text(json.dumps(provider_config or {node_name: {"cpu": "100", "memory": "1Ti", "pods": "5000"}}))
         self.args = [
+            *(network.exec_prefix() if network else []),
             sys.executable,
             "-m",
             "vkubelet",
@@ -109,14 +117,14 @@ class VkubeletProcess:
             "--kubeconfig",
             str(kubeconfig),
             "--listen-address",
-            f"127.0.0.1:{self.port}",
+            f"{self.node_ip}:{self.port}",
             "--startup-timeout",
             "60s",
             "--log-level",
             "debug",
             *extra_args,
         ]
-        self.env = {**os.environ, "VKUBELET_POD_IP": "127.0.0.1", **(env or {})}
+        self.env = {**os.environ, "VKUBELET_POD_IP": self.node_ip, **(env or {})}
         self.env.pop("KUBECONFIG", None)
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -8,11 +8,11 @@ that is kinder than the server hides exactly the bugs unit tests are for:
 * the watch is field-selected on ``spec.nodeName``: a pod entering the selection is ADDED,
   one leaving it is DELETED, as the server reports it;
 * status patches are strategic merge patches: lists with a merge key (pod conditions by
-  ``type``, container statuses by ``name``, node conditions and addresses by ``type``) are
-  merged item by item, and items merge field by field (so a container that goes from
-  ``waiting`` to ``running`` keeps ``waiting`` unless the patch sets it to None, as on the
-  server); maps merge key by key; ``None`` deletes; other lists are replaced whole. The
-  ``$patch: replace`` / ``$patch: delete`` directives are understood;
+  ``type``, podIPs/hostIPs by ``ip``, node conditions and addresses by ``type``) are merged
+  item by item, and items merge field by field; maps merge key by key; ``None`` deletes;
+  other lists are replaced whole -- including ``containerStatuses`` (and the init/ephemeral
+  ones), which have no merge key on the real server. The ``$patch: replace`` /
+  ``$patch: delete`` directives are understood;
 * deletes check the UID precondition and follow the server's graceful deletion: a grace
   period sets ``deletionTimestamp`` and ``deletionGracePeriodSeconds`` and keeps the object, a
   later delete may only shorten it, grace 0 removes the object (unless finalizers remain), and
@@ -116,11 +116,10 @@ class _FakeBase:
 
 
 # The lists of a status that a strategic merge patch merges by key (Kubernetes' patchMergeKey).
+# The container status lists have no patchMergeKey in the API (PodStatus in core/v1/types.go):
+# a patch that carries one of them replaces it whole, as on the real server.
 POD_STATUS_MERGE_KEYS: Mapping[str, str] = {
     "conditions": "type",
-    "containerStatuses": "name",
-    "initContainerStatuses": "name",
-    "ephemeralContainerStatuses": "name",
     "podIPs": "ip",
     "hostIPs": "ip",
 }
@@ -151,6 +150,11 @@ def strategic_merge(
             result[key] = strategic_merge(result[key], value)
         elif isinstance(value, Mapping):
             result[key] = strategic_merge({}, value)  # drops None members, as the server does
+        elif isinstance(value, list):  # replaced whole; None members of its items are dropped
+            result[key] = [
+                strategic_merge({}, item) if isinstance(item, Mapping) else copy.deepcopy(item)
+                for item in value
+            ]
         else:
             result[key] = copy.deepcopy(value)
     return result

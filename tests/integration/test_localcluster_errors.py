@@ -184,7 +184,7 @@ def test_real_etcd_losing_its_port_is_named(
     listening_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Skip the pre-check so the real etcd hits the taken port, as in a race with another process.
-    monkeypatch.setattr(cluster_module, "port_is_free", lambda port: True)
+    monkeypatch.setattr(cluster_module, "port_is_free", lambda port, host="": True)
     cache = BinaryCache()
     binaries = Binaries(
         etcd=cache.path("etcd", "etcd"),

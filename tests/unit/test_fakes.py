@@ -89,7 +89,7 @@ async def test_returned_pods_are_copies(pods: FakePodGateway) -> None:
 # -- pods: status patch ----------------------------------------------------------------------
 
 
-async def test_status_patch_merges_conditions_by_type_and_containers_by_name(
+async def test_status_patch_merges_conditions_by_type_and_replaces_container_statuses(
     pods: FakePodGateway,
 ) -> None:
     pod = pods.create(
@@ -125,9 +125,9 @@ async def test_status_patch_merges_conditions_by_type_and_containers_by_name(
         {"type": "Ready", "status": "True", "reason": "Starting"},  # fields merge, like SMP
         {"type": "Initialized", "status": "True"},
     ]
+    # containerStatuses has no patchMergeKey on the real server: the patch's list replaces it.
     assert status["containerStatuses"] == [
         {"name": "app", "ready": True, "state": {"running": {"startedAt": "t"}}},
-        {"name": "sidecar", "ready": True},
     ]
     assert int(updated.resource_version) > int(pod.resource_version)
     assert (await pods.get_pod("ns", "web")).status == status

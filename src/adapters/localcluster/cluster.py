@@ -61,9 +61,9 @@ class ClusterStartError(ClusterError):
 
 
 class PortInUseError(ClusterStartError):
-    def __init__(self, port: int, purpose: str, log_path: Path | None = None) -> None:
+    def __init__(self, port: int, purpose: str, log_path: Path | None = None, host: str = LOOPBACK) -> None:
         super().__init__(
-            f"port {LOOPBACK}:{port} ({purpose}) is already in use; stop whatever listens there "
+            f"port {host}:{port} ({purpose}) is already in use; stop whatever listens there "
             f"(e.g. `ss -ltnp 'sport = :{port}'`) or let LocalCluster pick free ports",
             log_path,
         )
@@ -92,12 +92,12 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR as Go servers set it: a listener makes bind fail, TIME_WAIT leftovers do not.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((LOOPBACK, port))
+            sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return False
@@ -183,7 +183,11 @@ class LocalCluster:
         startup_timeout: float = 120.0,
         stop_timeout: float = 15.0,
         extra_apiserver_args: Sequence[str] = (),
+        bind_address: str = LOOPBACK,
     ) -> None:
+        # The API server's address. Loopback by default; e2e tests that need the API server's
+        # node proxy (which refuses loopback kubelets) bind it to their own test network.
+        self.bind_address = bind_address
         self._binaries = binaries
         self._owns_work_dir = work_dir is None
         self._work_dir = Path(work_dir) if work_dir is not None else None
@@ -227,7 +231,7 @@ class LocalCluster:
 
     @property
     def server_url(self) -> str:
-        return f"https://{LOOPBACK}:{self._apiserver_port}"
+        return f"https://{self.bind_address}:{self._apiserver_port}"
 
     @property
     def etcd_url(self) -> str:
@@ -353,13 +357,13 @@ class LocalCluster:
         self._apiserver_port, self._etcd_port, self._etcd_peer_port = (
             port if port is not None else next(fresh) for port in requested
         )
-        for port, purpose in (
-            (self._etcd_port, "etcd client URL"),
-            (self._etcd_peer_port, "etcd peer URL"),
-            (self._apiserver_port, "kube-apiserver secure port"),
+        for host, port, purpose in (
+            (LOOPBACK, self._etcd_port, "etcd client URL"),
+            (LOOPBACK, self._etcd_peer_port, "etcd peer URL"),
+            (self.bind_address, self._apiserver_port, "kube-apiserver secure port"),
         ):
-            if not port_is_free(port):
-                raise PortInUseError(port, purpose)
+            if not port_is_free(port, host):
+                raise PortInUseError(port, purpose, host=host)
 
     def _write_pki(self) -> None:
         pki = self.pki_dir
@@ -376,7 +380,7 @@ class LocalCluster:
                 common_name="localhost",
                 server=True,
                 dns_names=["localhost"],
-                ip_addresses=[LOOPBACK, "::1"],
+                ip_addresses=sorted({LOOPBACK, "::1", self.bind_address}),
             ),
             "admin": certs.issue(
                 client_ca, common_name="admin", organizations=["system:masters"], client=True
@@ -426,8 +430,8 @@ class LocalCluster:
         pki = self.pki_dir
         return [
             f"--etcd-servers={self.etcd_url}",
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            f"--bind-address={self.bind_address}",
+            f"--advertise-address={self.bind_address}",
             f"--secure-port={self._apiserver_port}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}",
