@@ -53,6 +53,19 @@ class FakeProvider:
         self.pods[uid] = Pod(pod.ref, manifest)
         self._updates.put_nowait(self.pods[uid])
 
+    def seed(self, pod: Pod, status: Mapping[str, Any] | None = None) -> None:
+        """The remote system already runs ``pod`` (say, from before a restart); not logged."""
+        manifest = copy.deepcopy(dict(pod.manifest))
+        manifest["status"] = dict(RUNNING if status is None else status)
+        self.pods[pod.ref.uid] = Pod(pod.ref, manifest)
+
+    def clear_failures(self, method: str | None = None) -> None:
+        """Drop the failures still queued for ``method`` (all methods when None)."""
+        if method is None:
+            self._failures.clear()
+        else:
+            self._failures.pop(method, None)
+
     def lose(self, uid: str) -> None:
         """The remote system forgets a pod without telling anyone."""
         del self.pods[uid]
