@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from vkubelet.application.environment import EnvironmentResolver
@@ -74,8 +74,8 @@ class PodControllerSettings:
     workers: int = 10
     full_resync_period: float = 60.0
     status_poll_interval: float = 5.0
-    backoff: Backoff = Backoff(base=0.05, cap=60.0)
-    watch_retry: Backoff = Backoff(base=0.2, cap=10.0)
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.05, cap=60.0))
+    watch_retry: Backoff = field(default_factory=lambda: Backoff(base=0.2, cap=10.0))
 
 
 class _RetryLater(Exception):
@@ -313,7 +313,11 @@ class PodController:
             now=self._clock.now(),
         )
         pod = api_pod or provider_pod
-        attributes = {"node.name": self._settings.node_name, "pod.uid": uid, "sync.action": decision.action.value}
+        attributes = {
+            "node.name": self._settings.node_name,
+            "pod.uid": uid,
+            "sync.action": decision.action.value,
+        }
         if pod is not None:
             attributes.update({"pod.namespace": pod.ref.namespace, "pod.name": pod.ref.name})
         with self._tracer.span("PodController.sync", attributes):
@@ -342,7 +346,9 @@ class PodController:
         except Exception as error:
             await self._provider_call_failed(api_pod, error, reason="ProviderCreateFailed")
             return
-        self._record(api_pod, EventType.NORMAL, "ProviderCreateSuccess", "Create pod in provider successfully")
+        self._record(
+            api_pod, EventType.NORMAL, "ProviderCreateSuccess", "Create pod in provider successfully"
+        )
         self._applied[api_pod.ref.uid] = spec_key(api_pod)
         # Until the provider reports a status, its copy is what we gave it.
         self._provider_pods.setdefault(api_pod.ref.uid, resolved)
@@ -358,7 +364,9 @@ class PodController:
             except Exception as error:
                 await self._provider_call_failed(api_pod, error, reason="ProviderUpdateFailed")
                 return
-            self._record(api_pod, EventType.NORMAL, "ProviderUpdateSuccess", "Update pod in provider successfully")
+            self._record(
+                api_pod, EventType.NORMAL, "ProviderUpdateSuccess", "Update pod in provider successfully"
+            )
         self._applied[api_pod.ref.uid] = spec_key(api_pod)
 
     async def _delete_in_provider(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
@@ -374,7 +382,9 @@ class PodController:
                 raise
         else:
             if api_pod is not None:
-                self._record(api_pod, EventType.NORMAL, "ProviderDeleteSuccess", "Delete pod in provider successfully")
+                self._record(
+                    api_pod, EventType.NORMAL, "ProviderDeleteSuccess", "Delete pod in provider successfully"
+                )
         uid = pod.ref.uid
         self._deleted_in_provider.add(uid)
         if Capability.POD_STATUS_STREAM not in self._capabilities:
@@ -401,7 +411,10 @@ class PodController:
     async def _mark_lost(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
         assert api_pod is not None
         self._record(
-            api_pod, EventType.WARNING, "ProviderPodLost", "The provider no longer has this pod; marking it Failed"
+            api_pod,
+            EventType.WARNING,
+            "ProviderPodLost",
+            "The provider no longer has this pod; marking it Failed",
         )
         await self._patch_status(api_pod, lost_pod_status(api_pod, now=self._clock.now()))
 
@@ -425,7 +438,9 @@ class PodController:
             self._record(api_pod, EventType.WARNING, outcome.failure.reason, outcome.failure.message)
             await self._patch_status(
                 api_pod,
-                config_failure_status(api_pod, reason=outcome.failure.reason, message=outcome.failure.message),
+                config_failure_status(
+                    api_pod, reason=outcome.failure.reason, message=outcome.failure.message
+                ),
             )
             raise _RetryLater(outcome.failure.message)
         assert outcome.pod is not None

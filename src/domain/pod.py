@@ -12,7 +12,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from vkubelet.domain.errors import InvalidInput
@@ -20,7 +20,7 @@ from vkubelet.domain.errors import InvalidInput
 Manifest = Mapping[str, Any]
 
 
-class PodPhase(str, Enum):
+class PodPhase(StrEnum):
     PENDING = "Pending"
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Capability(str, Enum):
+class Capability(StrEnum):
     """Optional parts of the provider contract. Absent ones answer 501 on the kubelet API."""
 
     POD_STATUS_STREAM = "pod-status-stream"  # pushes status changes; otherwise vkubelet polls

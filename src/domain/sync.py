@@ -22,7 +22,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from vkubelet.domain.errors import (
@@ -64,7 +64,7 @@ PROVIDER_STATUS_FIELDS = (
 )
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     NOTHING = "nothing"
     CREATE = "create"
     CHECK_UPDATE = "check-update"  # the unresolved spec changed: resolve env, then compare
@@ -164,7 +164,7 @@ def decide(
 
     deletion = api_pod.deletion_timestamp
     if deletion is not None:
-        provider_done = provider_pod is None or deleted_in_provider and containers_stopped(provider_pod)
+        provider_done = provider_pod is None or (deleted_in_provider and containers_stopped(provider_pod))
         remaining = (deletion - now).total_seconds()
         if provider_pod is not None and not deleted_in_provider:
             return Decision(
@@ -277,7 +277,12 @@ def config_failure_status(pod: Pod, *, reason: str, message: str) -> dict[str, A
         }
         for container in pod.containers
     ]
-    return {"phase": PodPhase.PENDING.value, "reason": reason, "message": message, "containerStatuses": statuses}
+    return {
+        "phase": PodPhase.PENDING.value,
+        "reason": reason,
+        "message": message,
+        "containerStatuses": statuses,
+    }
 
 
 def lost_pod_status(pod: Pod, *, now: datetime) -> dict[str, Any]:

@@ -36,7 +36,9 @@ BUILT = "unknown"
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        command = parse_command_line(arguments, os.environ, providers=PROVIDER_NAMES, exporters=EXPORTER_NAMES)
+        command = parse_command_line(
+            arguments, os.environ, providers=PROVIDER_NAMES, exporters=EXPORTER_NAMES
+        )
     except CliError as error:
         print(f"virtual-kubelet: {error}", file=sys.stderr)
         return error.exit_code
@@ -103,7 +105,7 @@ def _host_ip() -> str:
 
 
 class _UtcFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
 
 

@@ -26,8 +26,8 @@ from vkubelet.adapters.system import SystemClock
 from vkubelet.application.environment import EnvironmentResolver
 from vkubelet.application.kubelet_api import KubeletApi
 from vkubelet.application.node_controller import NodeController, NodeControllerSettings
-from vkubelet.application.settings import Settings
 from vkubelet.application.pod_controller import PodController, PodControllerSettings
+from vkubelet.application.settings import Settings
 from vkubelet.application.tracing import NullMetrics, NullTracer
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.lease import LeaseTiming
@@ -52,7 +52,7 @@ def _setting(settings: providers.Provider[Settings], path: str) -> providers.Pro
 class Kubernetes(containers.DeclarativeContainer):
     """The API server side: one client, one gateway per port."""
 
-    settings = providers.Dependency()
+    settings: providers.Dependency[Settings] = providers.Dependency(instance_of=Settings)
     client = providers.Singleton(
         create_client,
         _setting(settings, "kube.kubeconfig"),
@@ -74,8 +74,8 @@ class Kubernetes(containers.DeclarativeContainer):
 class Backends(containers.DeclarativeContainer):
     """The provider, picked by --provider."""
 
-    settings = providers.Dependency()
-    clock = providers.Dependency()
+    settings: providers.Dependency[Settings] = providers.Dependency(instance_of=Settings)
+    clock: providers.Dependency[SystemClock] = providers.Dependency()
     internal_ip = providers.Dependency(instance_of=str)
     pod_provider = providers.Selector(
         _setting(settings, "node.provider"),
@@ -95,7 +95,7 @@ class Backends(containers.DeclarativeContainer):
 
 
 class Application(containers.DeclarativeContainer):
-    settings = providers.Dependency()
+    settings: providers.Dependency[Settings] = providers.Dependency(instance_of=Settings)
     internal_ip = providers.Dependency(instance_of=str)
 
     clock = providers.Singleton(SystemClock)

@@ -15,8 +15,9 @@ import logging
 import os
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 
+from vkubelet.application.node_controller import NodeController
+from vkubelet.application.pod_controller import PodController
 from vkubelet.application.settings import Settings
 from vkubelet.entrypoints.container import Application
 
@@ -44,7 +45,7 @@ async def _run(container: Application, settings: Settings, stop: asyncio.Event) 
     server = container.kubelet_server()
     pod_controller = container.pod_controller()
     tasks: list[asyncio.Task[None]] = []
-    node_controller = None
+    node_controller: NodeController | None = None
     try:
         events.start()
         await server.start()
@@ -66,13 +67,11 @@ async def _run(container: Application, settings: Settings, stop: asyncio.Event) 
         waiter.cancel()
         startup.result()
         log.info("node %s is ready", settings.node.name)
-        crashed = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION))
         waiter = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({crashed, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({waiter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-        crashed.cancel()
+            if task.done() and not task.cancelled() and (crash := task.exception()) is not None:
+                raise crash  # a controller loop died: that is a bug, exit non-zero
         log.info("shutting down")
         return 0
     finally:
@@ -83,21 +82,25 @@ async def _run(container: Application, settings: Settings, stop: asyncio.Event) 
         await client.close()
 
 
-async def _start(pod_controller: object, node_controller: object, tasks: list[asyncio.Task[None]]) -> None:
-    await pod_controller.ready.wait()  # type: ignore[attr-defined]
-    await node_controller.register()  # type: ignore[attr-defined]
-    tasks.append(asyncio.create_task(node_controller.run(), name="node-controller"))  # type: ignore[attr-defined]
+async def _start(
+    pod_controller: PodController, node_controller: NodeController, tasks: list[asyncio.Task[None]]
+) -> None:
+    await pod_controller.ready.wait()
+    await node_controller.register()
+    tasks.append(asyncio.create_task(node_controller.run(), name="node-controller"))
 
 
-async def _shutdown(settings: Settings, pod_controller: object, node_controller: object, tasks: list[asyncio.Task[None]]) -> None:
+async def _shutdown(
+    settings: Settings,
+    pod_controller: PodController,
+    node_controller: NodeController | None,
+    tasks: list[asyncio.Task[None]],
+) -> None:
     with contextlib.suppress(Exception):
-        await pod_controller.queue.drain(SHUTDOWN_DRAIN_SECONDS)  # type: ignore[attr-defined]
+        await pod_controller.queue.drain(SHUTDOWN_DRAIN_SECONDS)
     if node_controller is not None and settings.node.shutdown_node_not_ready:
         try:
-            await asyncio.wait_for(
-                node_controller.mark_not_ready("KubeletShuttingDown", "virtual-kubelet is shutting down"),  # type: ignore[attr-defined]
-                timeout=5,
-            )
+            await node_controller.mark_not_ready(deadline=5.0)
         except Exception as error:
             log.warning("could not mark the node NotReady on shutdown: %s", error)
     for task in tasks:
@@ -125,7 +128,3 @@ def _signals(stop: asyncio.Event) -> Iterator[None]:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
-
-
-def local_kubeconfig_note(path: Path) -> str:
-    return f"local control plane ready; kubectl --kubeconfig {path} get nodes"

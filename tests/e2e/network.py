@@ -43,7 +43,9 @@ def unavailable_reason() -> str | None:
 def create_test_network() -> TestNetwork:
     suffix = f"{os.getpid() % 10000}{random.randrange(100):02d}"
     octet = random.randrange(1, 250)
-    network = TestNetwork(namespace=f"vk-e2e-{suffix}", host_ip=f"198.18.{octet}.1", node_ip=f"198.18.{octet}.2")
+    network = TestNetwork(
+        namespace=f"vk-e2e-{suffix}", host_ip=f"198.18.{octet}.1", node_ip=f"198.18.{octet}.2"
+    )
     host_end, node_end = f"vkh{suffix}", f"vkn{suffix}"
     steps = [
         ["ip", "netns", "add", network.namespace],

@@ -87,7 +87,8 @@ def create_pod(
             "enableServiceLinks": False,
             "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
             "containers": [
-                {"name": f"c{i}", "image": "busybox", **({"env": env} if env else {})} for i in range(containers)
+                {"name": f"c{i}", "image": "busybox", **({"env": env} if env else {})}
+                for i in range(containers)
             ],
         },
     }
@@ -111,11 +112,17 @@ def pod_ready(control_plane: Any, namespace: str, name: str) -> bool:
 
 def wait_pod_ready(control_plane: Any, pod: dict[str, Any], timeout: float = 30) -> None:
     meta = pod["metadata"]
-    wait_for(lambda: pod_ready(control_plane, meta["namespace"], meta["name"]), timeout=timeout, what=f"{meta['name']} Ready")
+    wait_for(
+        lambda: pod_ready(control_plane, meta["namespace"], meta["name"]),
+        timeout=timeout,
+        what=f"{meta['name']} Ready",
+    )
 
 
 def events_for(control_plane: Any, namespace: str, uid: str) -> list[dict[str, Any]]:
-    events = kubectl_json(control_plane, "get", "events", "-n", namespace, "--field-selector", f"involvedObject.uid={uid}")
+    events = kubectl_json(
+        control_plane, "get", "events", "-n", namespace, "--field-selector", f"involvedObject.uid={uid}"
+    )
     return list(events["items"])
 
 
@@ -123,7 +130,9 @@ def wait_event(control_plane: Any, pod: dict[str, Any], reason: str) -> dict[str
     meta = pod["metadata"]
 
     def found() -> dict[str, Any] | None:
-        matches = [e for e in events_for(control_plane, meta["namespace"], meta["uid"]) if e["reason"] == reason]
+        matches = [
+            e for e in events_for(control_plane, meta["namespace"], meta["uid"]) if e["reason"] == reason
+        ]
         return matches[0] if matches else None
 
     event = wait_for(found, timeout=30, what=f"event {reason} on {meta['name']}")
@@ -159,8 +168,10 @@ def test_pod_with_missing_mandatory_reference_is_not_created(
     meta = pod["metadata"]
     # Our status says why (upstream left the pod silently Pending).
     status = wait_for(
-        lambda: (get_pod(control_plane, namespace, meta["name"]) or {}).get("status", {}).get("reason") == reason
-        and get_pod(control_plane, namespace, meta["name"]),
+        lambda: (
+            (get_pod(control_plane, namespace, meta["name"]) or {}).get("status", {}).get("reason") == reason
+            and get_pod(control_plane, namespace, meta["name"])
+        ),
         timeout=30,
         what="status reason",
     )
@@ -248,13 +259,17 @@ def test_pod_lifecycle_graceful_delete(control_plane: Any, daemon: VkubeletProce
     wait_for(lambda: meta["uid"] not in running_pod_uids(control_plane), timeout=3, what="provider delete")
     # And unlike upstream, the API object goes as soon as the containers stopped, well before
     # the 30 s grace period ends (upstream bug 9).
-    wait_for(lambda: get_pod(control_plane, namespace, meta["name"]) is None, timeout=15, what="API object removed")
+    wait_for(
+        lambda: get_pod(control_plane, namespace, meta["name"]) is None, timeout=15, what="API object removed"
+    )
 
 
 # -- node, lease, scale -------------------------------------------------------------------
 
 
-def test_node_is_registered_with_labels_taint_and_endpoint(control_plane: Any, daemon: VkubeletProcess) -> None:
+def test_node_is_registered_with_labels_taint_and_endpoint(
+    control_plane: Any, daemon: VkubeletProcess
+) -> None:
     node = kubectl_json(control_plane, "get", "node", NODE)
     labels = node["metadata"]["labels"]
     assert labels["type"] == "virtual-kubelet"
@@ -274,8 +289,12 @@ def test_lease_renew_time_advances(control_plane: Any, daemon: VkubeletProcess) 
         return str(lease["spec"]["renewTime"])
 
     first = wait_for(renew_time, timeout=30, what="lease")
-    later = wait_for(lambda: renew_time() if renew_time() != first else None, timeout=25, what="lease renewal")
-    assert datetime.fromisoformat(later.replace("Z", "+00:00")) > datetime.fromisoformat(first.replace("Z", "+00:00"))
+    later = wait_for(
+        lambda: renew_time() if renew_time() != first else None, timeout=25, what="lease renewal"
+    )
+    assert datetime.fromisoformat(later.replace("Z", "+00:00")) > datetime.fromisoformat(
+        first.replace("Z", "+00:00")
+    )
 
 
 def test_node_is_recreated_after_kubectl_delete_node(control_plane: Any, daemon: VkubeletProcess) -> None:
@@ -291,10 +310,12 @@ def test_node_is_recreated_after_kubectl_delete_node(control_plane: Any, daemon:
     # The lease follows the new node.
     new_uid = kubectl_json(control_plane, "get", "node", NODE)["metadata"]["uid"]
     wait_for(
-        lambda: kubectl_json(control_plane, "get", "lease", "-n", "kube-node-lease", NODE)["metadata"]["ownerReferences"][0][
-            "uid"
-        ]
-        == new_uid,
+        lambda: (
+            kubectl_json(control_plane, "get", "lease", "-n", "kube-node-lease", NODE)["metadata"][
+                "ownerReferences"
+            ][0]["uid"]
+            == new_uid
+        ),
         timeout=30,
         what="lease owner follows the new node",
     )
@@ -308,11 +329,17 @@ def test_two_hundred_pods_run_and_delete_cleanly(control_plane: Any, daemon: Vku
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": f"burst-{i}", "namespace": namespace},
-            "spec": {"nodeName": NODE, "enableServiceLinks": False, "containers": [{"name": "c", "image": "x"}]},
+            "spec": {
+                "nodeName": NODE,
+                "enableServiceLinks": False,
+                "containers": [{"name": "c", "image": "x"}],
+            },
         }
         for i in range(200)
     ]
-    control_plane.kubectl("create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    control_plane.kubectl(
+        "create", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+    )
 
     def all_running() -> bool:
         pods = kubectl_json(control_plane, "get", "pods", "-n", namespace)["items"]
@@ -348,8 +375,14 @@ def test_provider_config_without_the_node_is_a_clear_error(control_plane: Any, t
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"some-other-node": {"cpu": "1"}}))
     result = run_cli(
-        "--provider", "mock", "--nodename", "vk-missing", "--provider-config", str(config),
-        "--kubeconfig", str(control_plane.kubeconfig_path),
+        "--provider",
+        "mock",
+        "--nodename",
+        "vk-missing",
+        "--provider-config",
+        str(config),
+        "--kubeconfig",
+        str(control_plane.kubeconfig_path),
     )
     assert result.returncode != 0
     assert "vk-missing" in result.stderr

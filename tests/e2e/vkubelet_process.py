@@ -26,9 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def wait_for(
-    condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2
-) -> T:
+def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
     """Poll ``condition`` until it returns something truthy; fail naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -102,7 +100,9 @@ class VkubeletProcess:
         self.port = free_port()
         self.log_path = work_dir / f"vkubelet-{node_name}.log"
         config_path = work_dir / f"mock-{node_name}.json"
-        config_path.write_text(json.dumps(provider_config or {node_name: {"cpu": "100", "memory": "1Ti", "pods": "5000"}}))
+        config_path.write_text(
+            json.dumps(provider_config or {node_name: {"cpu": "100", "memory": "1Ti", "pods": "5000"}})
+        )
         self.args = [
             *(network.exec_prefix() if network else []),
             sys.executable,

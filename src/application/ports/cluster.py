@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 from vkubelet.domain.env import ServiceInfo as ServiceInfo  # moved to the domain; re-exported
 from vkubelet.domain.pod import Pod, PodRef
 
 
-class WatchEventType(str, Enum):
+class WatchEventType(StrEnum):
     ADDED = "ADDED"
     MODIFIED = "MODIFIED"
     DELETED = "DELETED"
@@ -128,7 +128,7 @@ class ConfigSource(Protocol):
         ...
 
 
-class EventType(str, Enum):
+class EventType(StrEnum):
     NORMAL = "Normal"
     WARNING = "Warning"
 
@@ -149,5 +149,4 @@ class ObjectRef:
 class EventRecorder(Protocol):
     """Kubernetes Events. Best effort: never raises, never blocks the caller for long."""
 
-    def record(self, obj: ObjectRef, *, type: EventType, reason: str, message: str) -> None:
-        ...
+    def record(self, obj: ObjectRef, *, type: EventType, reason: str, message: str) -> None: ...

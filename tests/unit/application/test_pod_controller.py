@@ -161,13 +161,19 @@ class Harness:
 
     def running(self, name: str) -> bool:
         pod = self.api(name)
-        return pod is not None and pod.status.get("phase") == "Running" and pod.status.get("podIP") == "10.1.0.1"
+        return (
+            pod is not None and pod.status.get("phase") == "Running" and pod.status.get("podIP") == "10.1.0.1"
+        )
 
     def creates_of(self, uid: str) -> int:
         return sum(1 for ref in self.provider.created if ref.uid == uid)
 
     def status_patches(self, uid: str) -> list[Mapping[str, Any]]:
-        return [call.args["status"] for call in self.pods.calls_to("patch_pod_status") if call.args["ref"].uid == uid]
+        return [
+            call.args["status"]
+            for call in self.pods.calls_to("patch_pod_status")
+            if call.args["ref"].uid == uid
+        ]
 
     def api_deletes(self, uid: str) -> list[int]:
         return [
@@ -299,7 +305,9 @@ async def test_force_delete_deletes_in_provider(h: Harness) -> None:
 
 async def test_dangling_pod_is_deleted_at_startup(make: Callable[..., Harness], streaming: bool) -> None:
     h = make(streaming=streaming)
-    dangling = Pod.from_manifest({**manifest("ghost"), "metadata": {"name": "ghost", "namespace": NS, "uid": "old-1"}})
+    dangling = Pod.from_manifest(
+        {**manifest("ghost"), "metadata": {"name": "ghost", "namespace": NS, "uid": "old-1"}}
+    )
     h.provider.seed(dangling)
     await h.start()
 
@@ -391,7 +399,9 @@ async def test_transient_create_error_with_restart_never_is_not_failed(h: Harnes
     uid = pod.ref.uid
 
     await h.eventually(
-        lambda: (h.api("job") or pod).status.get("reason") == "ProviderFailed", within=3, what="ProviderFailed"
+        lambda: (h.api("job") or pod).status.get("reason") == "ProviderFailed",
+        within=3,
+        what="ProviderFailed",
     )
     api = h.api("job")
     assert api is not None
@@ -519,7 +529,9 @@ async def test_watch_broken_by_error_resumes_without_losing_events(h: Harness) -
 # --- provider restarts and lost pods -------------------------------------------------------------
 
 
-async def test_provider_restart_does_not_create_pods_twice(make: Callable[..., Harness], streaming: bool) -> None:
+async def test_provider_restart_does_not_create_pods_twice(
+    make: Callable[..., Harness], streaming: bool
+) -> None:
     h = make(streaming=streaming)
     pod = h.pods.create(manifest("web"))
     h.provider.seed(pod)  # the provider already runs it (we restarted)
@@ -713,3 +725,68 @@ async def test_provider_unavailable_at_startup_waits_then_adopts(
     assert h.provider.calls["create_pod"] == 0
     assert h.provider.calls["delete_pod"] == 0
     assert copy.deepcopy(h.provider.pods[pod.ref.uid].ref) == pod.ref
+
+
+# --- more edges: grace bound, informer edge cases (bug 10), races --------------------------------
+
+
+async def test_grace_period_is_the_upper_bound_when_provider_never_reports_stopped(
+    make: Callable[..., Harness],
+) -> None:
+    h = make(streaming=True)
+    await h.start()
+    pod = await h.run_pod("web")
+    h.provider.report(pod.ref.uid, RUNNING_WITH_CONTAINER)
+    await h.eventually(lambda: bool((h.api("web") or pod).status.get("containerStatuses")), within=10)
+    h.provider.streaming = False  # its delete no longer reports the containers stopped
+
+    h.pods.graceful_delete(NS, "web", grace_period_seconds=30)
+    await h.advance(25)
+    assert h.api("web") is not None  # containers still running: wait
+    await h.eventually(
+        lambda: h.api("web") is None, within=10, step=0.1, what="removed at the grace deadline"
+    )
+    assert h.provider.calls["delete_pod"] == 1
+
+
+async def test_deletion_timestamp_without_grace_seconds_is_handled(h: Harness) -> None:
+    pod = await h.run_pod("web")
+    now = h.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    h.pods.update(NS, "web", lambda obj: obj["metadata"].__setitem__("deletionTimestamp", now))
+
+    await h.eventually(lambda: h.api("web") is None, within=5, what="API pod removed")
+    assert pod.ref.uid not in h.provider.pods
+
+
+async def test_force_delete_during_slow_create_deletes_in_provider(h: Harness) -> None:
+    gate = asyncio.Event()
+    h.provider.block["create_pod"] = gate
+    pod = h.pods.create(manifest("web"))
+    await h.eventually(lambda: h.provider.calls["create_pod"] == 1, within=3, what="create started")
+
+    h.pods.force_delete(NS, "web")
+    await h.advance(1, step=0.05)
+    gate.set()
+    await h.eventually(
+        lambda: pod.ref.uid not in h.provider.pods and h.provider.calls["delete_pod"] >= 1,
+        within=70,
+        step=0.5,
+        what="deleted in provider",
+    )
+    await h.advance(70)
+    assert pod.ref.uid not in h.provider.pods
+    assert h.provider.calls["create_pod"] == 1
+
+
+async def test_spec_change_while_down_is_applied_after_restart(
+    make: Callable[..., Harness], streaming: bool
+) -> None:
+    h = make(streaming=streaming)
+    old = h.pods.create(manifest("web"))
+    h.provider.seed(old)  # the provider runs the spec we last gave it
+    h.pods.update(NS, "web", lambda obj: obj["spec"].__setitem__("activeDeadlineSeconds", 600))
+    await h.start()
+
+    await h.eventually(lambda: h.provider.calls["update_pod"] == 1, within=10, what="update_pod")
+    assert h.provider.pods[old.ref.uid].spec.get("activeDeadlineSeconds") == 600
+    assert h.provider.calls["create_pod"] == 0

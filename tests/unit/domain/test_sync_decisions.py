@@ -57,20 +57,26 @@ RUNNING_STATUS = {
 
 
 def test_new_pod_is_created() -> None:
-    d = decide(api_pod=make_pod(), provider_pod=None, applied_spec_key=None, deleted_in_provider=False, now=NOW)
+    d = decide(
+        api_pod=make_pod(), provider_pod=None, applied_spec_key=None, deleted_in_provider=False, now=NOW
+    )
     assert d.action is Action.CREATE
 
 
 def test_pod_in_sync_does_nothing() -> None:
     pod = make_pod()
-    d = decide(api_pod=pod, provider_pod=pod, applied_spec_key=spec_key(pod), deleted_in_provider=False, now=NOW)
+    d = decide(
+        api_pod=pod, provider_pod=pod, applied_spec_key=spec_key(pod), deleted_in_provider=False, now=NOW
+    )
     assert d.action is Action.NOTHING
 
 
 def test_changed_spec_asks_for_an_update_check() -> None:
     old = make_pod()
     new = make_pod(activeDeadlineSeconds=30)
-    d = decide(api_pod=new, provider_pod=old, applied_spec_key=spec_key(old), deleted_in_provider=False, now=NOW)
+    d = decide(
+        api_pod=new, provider_pod=old, applied_spec_key=spec_key(old), deleted_in_provider=False, now=NOW
+    )
     assert d.action is Action.CHECK_UPDATE
 
 
@@ -81,24 +87,34 @@ def test_status_only_change_does_not_change_the_spec_key() -> None:
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_terminal_pods_are_never_recreated(phase: str) -> None:
     d = decide(
-        api_pod=make_pod(phase=phase), provider_pod=None, applied_spec_key=None, deleted_in_provider=False, now=NOW
+        api_pod=make_pod(phase=phase),
+        provider_pod=None,
+        applied_spec_key=None,
+        deleted_in_provider=False,
+        now=NOW,
     )
     assert d.action is Action.NOTHING
 
 
 def test_pod_gone_from_api_is_deleted_in_provider() -> None:
-    d = decide(api_pod=None, provider_pod=make_pod(), applied_spec_key="x", deleted_in_provider=False, now=NOW)
+    d = decide(
+        api_pod=None, provider_pod=make_pod(), applied_spec_key="x", deleted_in_provider=False, now=NOW
+    )
     assert d.action is Action.DELETE_IN_PROVIDER
 
 
 def test_dangling_pod_already_deleted_is_left_alone() -> None:
-    d = decide(api_pod=None, provider_pod=make_pod(), applied_spec_key=None, deleted_in_provider=True, now=NOW)
+    d = decide(
+        api_pod=None, provider_pod=make_pod(), applied_spec_key=None, deleted_in_provider=True, now=NOW
+    )
     assert d.action is Action.NOTHING
 
 
 def test_graceful_delete_first_deletes_in_provider_with_the_grace_deadline() -> None:
     pod = make_pod(deletion_in=30, status=RUNNING_STATUS)
-    d = decide(api_pod=pod, provider_pod=pod, applied_spec_key=spec_key(pod), deleted_in_provider=False, now=NOW)
+    d = decide(
+        api_pod=pod, provider_pod=pod, applied_spec_key=spec_key(pod), deleted_in_provider=False, now=NOW
+    )
     assert d.action is Action.DELETE_IN_PROVIDER
     assert d.recheck_after == 30
 
@@ -108,7 +124,10 @@ def test_api_object_goes_as_soon_as_containers_stopped_not_after_full_grace() ->
     api = make_pod(deletion_in=30, status=RUNNING_STATUS)
     stopped = make_pod(
         deletion_in=30,
-        status={"phase": "Succeeded", "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 0}}}]},
+        status={
+            "phase": "Succeeded",
+            "containerStatuses": [{"name": "c", "state": {"terminated": {"exitCode": 0}}}],
+        },
     )
     d = decide(api_pod=api, provider_pod=stopped, applied_spec_key="k", deleted_in_provider=True, now=NOW)
     assert d.action is Action.DELETE_IN_API
@@ -137,14 +156,20 @@ def test_lost_started_never_pod_is_marked_failed_others_recreated() -> None:
     never = make_pod(restart_policy="Never", status=RUNNING_STATUS)
     always = make_pod(status=RUNNING_STATUS)
     lost = decide(api_pod=never, provider_pod=None, applied_spec_key="k", deleted_in_provider=False, now=NOW)
-    recreate = decide(api_pod=always, provider_pod=None, applied_spec_key="k", deleted_in_provider=False, now=NOW)
+    recreate = decide(
+        api_pod=always, provider_pod=None, applied_spec_key="k", deleted_in_provider=False, now=NOW
+    )
     assert lost.action is Action.MARK_LOST
     assert recreate.action is Action.CREATE
 
 
 def test_specs_equal_ignores_resolved_env_order() -> None:
-    a = make_pod(containers=[{"name": "c", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}])
-    b = make_pod(containers=[{"name": "c", "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]}])
+    a = make_pod(
+        containers=[{"name": "c", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]
+    )
+    b = make_pod(
+        containers=[{"name": "c", "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]}]
+    )
     assert specs_equal(a, b)
 
 
@@ -227,7 +252,9 @@ def test_unclassified_error_is_treated_as_transient() -> None:
 
 
 def test_config_failure_status_says_why() -> None:
-    status = config_failure_status(make_pod(), reason="MandatoryConfigMapNotFound", message='configmap "cm" not found')
+    status = config_failure_status(
+        make_pod(), reason="MandatoryConfigMapNotFound", message='configmap "cm" not found'
+    )
     assert status["phase"] == "Pending"
     waiting = status["containerStatuses"][0]["state"]["waiting"]
     assert waiting["reason"] == "CreateContainerConfigError"
