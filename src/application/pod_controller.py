@@ -216,10 +216,9 @@ class PodController:
             uid = pod.ref.uid
             self._provider_pods[uid] = pod
             self._provider_seen[uid] = now
-            api_pod = self._api.get(uid)
-            if api_pod is not None:
-                # Running already: only a real spec change may trigger an update.
-                self._applied.setdefault(uid, spec_key(api_pod))
+            # No applied spec is recorded: the first sync resolves the API pod and compares it
+            # with this copy, so a spec changed while we were down still reaches the provider,
+            # and an unchanged one costs no provider call.
             self._queue.add(uid)  # dangling pods (not in the API) get deleted by the sync
 
     def _on_provider_pod(self, pod: Pod) -> None:

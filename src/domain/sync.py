@@ -64,6 +64,11 @@ PROVIDER_STATUS_FIELDS = (
 )
 
 
+# Fields vkubelet itself may have written (a failure reason, CreateContainerConfigError
+# waiting states): when the provider's status lacks them, they are stale and get removed.
+CLEARED_WHEN_UNREPORTED = frozenset({"reason", "message", "containerStatuses", "initContainerStatuses"})
+
+
 class Action(StrEnum):
     NOTHING = "nothing"
     CREATE = "create"
@@ -207,6 +212,8 @@ def status_patch(api_pod: Pod, provider_status: Manifest) -> dict[str, Any] | No
     patch: dict[str, Any] = {}
     for key in PROVIDER_STATUS_FIELDS:
         if key not in provider_status:
+            if key in CLEARED_WHEN_UNREPORTED and current.get(key) is not None:
+                patch[key] = None  # e.g. our own ProviderFailed reason, once the pod runs
             continue
         wanted = provider_status[key]
         if key == "conditions":

@@ -45,7 +45,15 @@ def daemon(
     finally:
         code = process.stop()
         print(process.log_tail(200))
-        assert code == 0, f"virtual-kubelet exited with {code} on SIGTERM"
+    assert code == 0, f"virtual-kubelet exited with {code} on SIGTERM"
+    # --shutdown-node-not-ready (default on): the node says why it is not ready.
+    ready = [
+        c
+        for c in kubectl_json(control_plane, "get", "node", NODE)["status"]["conditions"]
+        if c["type"] == "Ready"
+    ]
+    assert ready[0]["status"] == "False"
+    assert ready[0]["reason"] == "KubeletShuttingDown"
 
 
 @pytest.fixture(scope="module")
