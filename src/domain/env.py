@@ -142,7 +142,7 @@ class Reason(StrEnum):
 
 
 class EnvEventType(StrEnum):
-    """Same values as the Kubernetes event types (and the EventRecorder port's enum)."""
+    """The Kubernetes event types; the EventRecorder port uses this enum too."""
 
     NORMAL = "Normal"
     WARNING = "Warning"

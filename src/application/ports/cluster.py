@@ -14,7 +14,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from vkubelet.domain.env import ServiceInfo as ServiceInfo  # moved to the domain; re-exported
+from vkubelet.domain.env import EnvEventType, ServiceInfo
+
+EventType = EnvEventType  # one enum for every event type
+__all__ = ["EventType", "ServiceInfo"]  # moved to the domain; re-exported
 from vkubelet.domain.pod import Pod, PodRef
 
 
@@ -126,11 +129,6 @@ class ConfigSource(Protocol):
     async def list_services(self, namespace: str) -> Sequence[ServiceInfo]:
         """Services of ``namespace`` that have a cluster IP."""
         ...
-
-
-class EventType(StrEnum):
-    NORMAL = "Normal"
-    WARNING = "Warning"
 
 
 @dataclass(frozen=True, slots=True)
