@@ -15,10 +15,11 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from vkubelet.domain.env import EnvEventType, ServiceInfo
-
-EventType = EnvEventType  # one enum for every event type
-__all__ = ["EventType", "ServiceInfo"]  # moved to the domain; re-exported
 from vkubelet.domain.pod import Pod, PodRef
+
+# Defined in the domain (the env rules emit events too) and re-exported for the ports' users.
+EventType = EnvEventType
+__all__ = ["EventType", "ServiceInfo"]
 
 
 class WatchEventType(StrEnum):
