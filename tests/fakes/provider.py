@@ -8,6 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain.errors import NotFound, NotSupported
 from vkubelet.domain.pod import Pod, PodRef
 from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
@@ -133,6 +134,21 @@ class FakeProvider:
 
     async def metrics_resource(self) -> Sequence[MetricFamily]:
         raise NotSupported("no metrics")
+
+    async def container_logs(self, ref: PodRef, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        raise NotSupported("no logs")
+        yield b""
+
+    async def exec_in_container(
+        self, ref: PodRef, container: str, command: Sequence[str], io: StreamIO
+    ) -> int:
+        raise NotSupported("no exec")
+
+    async def attach_to_container(self, ref: PodRef, container: str, io: StreamIO) -> int:
+        raise NotSupported("no attach")
+
+    async def port_forward(self, ref: PodRef, port: int, stream: ByteStream) -> None:
+        raise NotSupported("no port-forward")
 
     def capabilities(self) -> frozenset[Capability]:
         return frozenset({Capability.POD_STATUS_STREAM}) if self.streaming else frozenset()

@@ -49,7 +49,8 @@ from typing import Any
 from vkubelet.adapters.mock.config import MockNodeConfig
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.runtime import Clock
-from vkubelet.domain.errors import InvalidInput, NotFound, Permanent
+from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
+from vkubelet.domain.errors import InvalidInput, NotFound, NotSupported, Permanent
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time, parse_time
 from vkubelet.domain.provider import (
     Capability,
@@ -261,6 +262,22 @@ class MockProvider:
         if not self._closed:
             self._closed = True
             self._updates.put_nowait(_Stop())
+
+    # -- ContainerStreams: the mock runs no processes, so it says so (upstream faked success) --
+    async def container_logs(self, ref: PodRef, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        raise NotSupported("the mock provider keeps no container logs")
+        yield b""  # pragma: no cover - makes this an async generator
+
+    async def exec_in_container(
+        self, ref: PodRef, container: str, command: Sequence[str], io: StreamIO
+    ) -> int:
+        raise NotSupported("the mock provider cannot exec: it runs no processes")
+
+    async def attach_to_container(self, ref: PodRef, container: str, io: StreamIO) -> int:
+        raise NotSupported("the mock provider cannot attach: it runs no processes")
+
+    async def port_forward(self, ref: PodRef, port: int, stream: ByteStream) -> None:
+        raise NotSupported("the mock provider cannot port-forward: it runs no processes")
 
     # -- Stats ----------------------------------------------------------------------------
     async def stats_summary(self) -> Mapping[str, Any]:

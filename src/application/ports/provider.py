@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from vkubelet.application.ports.streams import ContainerStreams
 from vkubelet.domain.pod import Pod, PodRef
 from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
 
@@ -74,7 +75,7 @@ class Stats(Protocol):
         """Node, pod and container CPU/memory usage with kubelet metric and label names."""
 
 
-class Provider(PodLifecycle, PodStatusSource, NodeHealth, Stats, Protocol):
+class Provider(PodLifecycle, PodStatusSource, NodeHealth, Stats, ContainerStreams, Protocol):
     """Everything vkubelet asks of a provider. Optional parts are listed by ``capabilities``;
     vkubelet never calls a method whose capability is absent (such methods raise NotSupported)."""
 
