@@ -342,6 +342,7 @@ class NodeController:
                 result = PingResult.failed(at=now, error=Transient("the ping was cancelled"))
             elif (error := call.exception()) is not None:
                 result = PingResult.failed(at=now, error=error)
+                span.record_error(error)
             else:
                 result = PingResult.succeeded(at=now)
             if not result.ok:

@@ -48,6 +48,7 @@ from vkubelet.domain.errors import (
     Conflict,
     DomainError,
     Expired,
+    InvalidInput,
     NotFound,
     classify,
     is_error,
@@ -247,6 +248,8 @@ class PodController:
                 log.warning("provider status stream broke: %s", error)
             failures += 1
             await self._clock.sleep(self._settings.watch_retry.delay(failures))
+            # Changes made while we were not subscribed are not replayed: list them.
+            await self.reconcile()
 
     async def _poll_statuses(self) -> None:
         limit = asyncio.Semaphore(self._settings.workers)
@@ -258,6 +261,11 @@ class PodController:
                 except NotFound:
                     if self._provider_pods.pop(uid, None) is not None:
                         self._queue.add(uid)
+                    return
+                except InvalidInput as error:
+                    # A garbled reply is the provider's bug, not an outage: make it visible.
+                    log.warning("provider returned an invalid status for pod %s: %s", pod.ref, error)
+                    self._record(pod, EventType.WARNING, "ProviderStatusInvalid", str(error))
                     return
                 except DomainError as error:
                     log.debug("status poll of %s failed: %s", pod.ref, error)
@@ -289,7 +297,9 @@ class PodController:
             log.warning("full reconcile skipped: listing provider pods failed: %s", error)
             return
         for uid, pod in listed.items():
-            if uid not in self._provider_pods:
+            # Take the listed copy unless the provider told us something newer meanwhile: a
+            # status change missed while the status stream was down is picked up here.
+            if uid not in self._provider_pods or self._provider_seen.get(uid, started) < started:
                 self._provider_pods[uid] = pod
                 self._provider_seen[uid] = started
         for uid in list(self._provider_pods):
@@ -340,7 +350,7 @@ class PodController:
         assert api_pod is not None
         resolved = await self._resolve(api_pod)
         try:
-            with self._tracer.span("Provider.create_pod", _pod_attributes(api_pod)):
+            with self._tracer.span("Provider.create_pod", self._pod_attributes(api_pod)):
                 await self._provider.create_pod(resolved)
         except Exception as error:
             await self._provider_call_failed(api_pod, error, reason="ProviderCreateFailed")
@@ -358,7 +368,7 @@ class PodController:
         resolved = await self._resolve(api_pod)
         if not specs_equal(resolved, provider_pod):
             try:
-                with self._tracer.span("Provider.update_pod", _pod_attributes(api_pod)):
+                with self._tracer.span("Provider.update_pod", self._pod_attributes(api_pod)):
                     await self._provider.update_pod(resolved)
             except Exception as error:
                 await self._provider_call_failed(api_pod, error, reason="ProviderUpdateFailed")
@@ -372,7 +382,7 @@ class PodController:
         pod = provider_pod or api_pod
         assert pod is not None
         try:
-            with self._tracer.span("Provider.delete_pod", _pod_attributes(pod)):
+            with self._tracer.span("Provider.delete_pod", self._pod_attributes(pod)):
                 await self._provider.delete_pod(pod)
         except Exception as error:
             if not is_error(error, NotFound):
@@ -397,7 +407,8 @@ class PodController:
     async def _delete_in_api(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
         assert api_pod is not None
         try:
-            await self._pods.delete_pod(api_pod.ref, grace_period_seconds=0)
+            with self._tracer.span("PodGateway.delete_pod", self._pod_attributes(api_pod)):
+                await self._pods.delete_pod(api_pod.ref, grace_period_seconds=0)
         except NotFound:
             pass
         except Conflict:
@@ -467,13 +478,21 @@ class PodController:
 
     async def _patch_status(self, api_pod: Pod, status: Mapping[str, Any]) -> None:
         try:
-            with self._tracer.span("PodGateway.patch_pod_status", _pod_attributes(api_pod)):
+            with self._tracer.span("PodGateway.patch_pod_status", self._pod_attributes(api_pod)):
                 updated = await self._pods.patch_pod_status(api_pod.ref, status)
         except (NotFound, Conflict):
             return  # deleted or replaced meanwhile; the watch will tell us
         current = self._api.get(api_pod.ref.uid)
         if current is not None and _newer(updated, current):
             self._api[api_pod.ref.uid] = updated
+
+    def _pod_attributes(self, pod: Pod) -> dict[str, str | int | float | bool]:
+        return {
+            "node.name": self._settings.node_name,
+            "pod.namespace": pod.ref.namespace,
+            "pod.name": pod.ref.name,
+            "pod.uid": pod.ref.uid,
+        }
 
     def _record(self, pod: Pod, type_: EventType, reason: str, message: str) -> None:
         self._events.record(ObjectRef.for_pod(pod.ref), type=type_, reason=reason, message=message)
@@ -496,7 +515,3 @@ def _newer(candidate: Pod, current: Pod) -> bool:
         return int(candidate.resource_version) >= int(current.resource_version)
     except ValueError:
         return True
-
-
-def _pod_attributes(pod: Pod) -> dict[str, str | int | float | bool]:
-    return {"pod.namespace": pod.ref.namespace, "pod.name": pod.ref.name, "pod.uid": pod.ref.uid}

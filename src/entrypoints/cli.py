@@ -7,12 +7,12 @@ import contextlib
 import dataclasses
 import logging
 import os
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from vkubelet import __version__
+from vkubelet.adapters.system import primary_host_ip
 from vkubelet.application.settings import Settings
 from vkubelet.domain.errors import DomainError
 from vkubelet.entrypoints.cli_args import (
@@ -75,7 +75,7 @@ def run(settings: Settings) -> int:
         in_cluster=os.path.exists(IN_CLUSTER_TOKEN),
     )
     with _control_plane(settings, local) as settings:
-        internal_ip = settings.node.internal_ip or ("127.0.0.1" if local else _host_ip())
+        internal_ip = settings.node.internal_ip or ("127.0.0.1" if local else primary_host_ip())
         return asyncio.run(run_daemon(settings, internal_ip=internal_ip))
 
 
@@ -94,16 +94,6 @@ def _control_plane(settings: Settings, local: bool) -> Iterator[Settings]:
         yield dataclasses.replace(settings, kube=kube)
 
 
-def _host_ip() -> str:
-    """The address other machines reach this host on (the route to a public address)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent by a UDP connect
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"
-
-
 class _UtcFormatter(logging.Formatter):
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
@@ -111,8 +101,12 @@ class _UtcFormatter(logging.Formatter):
 
 def configure_logging(level_name: str) -> None:
     logging.addLevelName(5, "TRACE")
+    from vkubelet.adapters.telemetry.logs import TraceIdFilter
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # Lines logged inside a recorded span end with " trace_id=<hex> span_id=<hex>".
+    handler.addFilter(TraceIdFilter())
+    handler.setFormatter(_UtcFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s%(trace_context)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(log_level_number(level_name))

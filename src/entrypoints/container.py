@@ -12,6 +12,10 @@ import operator
 from dependency_injector import containers, providers
 
 from vkubelet import __version__
+from vkubelet.adapters.grpc.client import GrpcProvider
+from vkubelet.adapters.grpc.config import load_grpc_config
+from vkubelet.adapters.kubeletapi.auth import AuthMiddleware, load_client_ca
+from vkubelet.adapters.kubeletapi.remotecommand import StreamTimeouts
 from vkubelet.adapters.kubeletapi.server import KubeletServer
 from vkubelet.adapters.kubeletapi.tls import server_tls
 from vkubelet.adapters.kubernetes.client import create_client
@@ -20,23 +24,26 @@ from vkubelet.adapters.kubernetes.events import KubernetesEventRecorder
 from vkubelet.adapters.kubernetes.leases import KubernetesLeaseGateway
 from vkubelet.adapters.kubernetes.nodes import KubernetesNodeGateway
 from vkubelet.adapters.kubernetes.pods import KubernetesPodGateway
+from vkubelet.adapters.kubernetes.reviews import KubernetesAccessReviewer, KubernetesTokenReviewer
 from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
 from vkubelet.adapters.system import SystemClock
+from vkubelet.adapters.telemetry import NodeIdentity, Telemetry
 from vkubelet.application.environment import EnvironmentResolver
 from vkubelet.application.kubelet_api import KubeletApi
+from vkubelet.application.kubelet_auth import auth_policy, cached_auth
 from vkubelet.application.node_controller import NodeController, NodeControllerSettings
 from vkubelet.application.pod_controller import PodController, PodControllerSettings
 from vkubelet.application.settings import Settings
-from vkubelet.application.tracing import NullMetrics, NullTracer
+from vkubelet.application.tracing import NullMetrics
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.lease import LeaseTiming
 
 KUBELET_VERSION = f"v1.36.3-vk-{__version__}"
 
 # Provider names the CLI accepts, in the order `virtual-kubelet providers` lists them.
-PROVIDER_NAMES = ("mock",)
-# Tracing exporters; wired in the tracing issue (names are validated already).
+PROVIDER_NAMES = ("mock", "grpc")
+# Tracing exporters the CLI accepts: the built-in ones of vkubelet.adapters.telemetry's registry.
 EXPORTER_NAMES = ("jaeger", "otlp", "zpages")
 
 
@@ -63,6 +70,8 @@ class Kubernetes(containers.DeclarativeContainer):
     nodes = providers.Singleton(KubernetesNodeGateway, client)
     leases = providers.Singleton(KubernetesLeaseGateway, client)
     config_source = providers.Singleton(KubernetesConfigSource, client)
+    token_reviewer = providers.Singleton(KubernetesTokenReviewer, client)
+    access_reviewer = providers.Singleton(KubernetesAccessReviewer, client)
     events = providers.Singleton(
         KubernetesEventRecorder,
         client,
@@ -91,6 +100,11 @@ class Backends(containers.DeclarativeContainer):
             internal_ip=internal_ip,
             clock=clock,
         ),
+        # An out-of-process provider; describing it at build time fills capabilities() before
+        # the pod controller reads them (waits up to the config's connect_timeout).
+        grpc=providers.Singleton(
+            GrpcProvider, providers.Callable(load_grpc_config, _setting(settings, "node.provider_config"))
+        ),
     )
 
 
@@ -99,7 +113,20 @@ class Application(containers.DeclarativeContainer):
     internal_ip = providers.Dependency(instance_of=str)
 
     clock = providers.Singleton(SystemClock)
-    tracer = providers.Singleton(NullTracer)
+    # Tracing (docs/tracing.md): building it validates the exporters' environment; no exporter
+    # means NullTracer and no request middleware. install_global: the Jaeger exporter reads it.
+    telemetry = providers.Singleton(
+        Telemetry,
+        _setting(settings, "trace"),
+        node=providers.Factory(
+            NodeIdentity,
+            node_name=_setting(settings, "node.name"),
+            provider=_setting(settings, "node.provider"),
+            operating_system=_setting(settings, "node.operating_system"),
+        ),
+        install_global=True,
+    )
+    tracer = providers.Singleton(operator.attrgetter("tracer"), telemetry)
     metrics = providers.Singleton(NullMetrics)  # Metrics: not implemented (docs/tracing.md)
 
     kube = providers.Container(Kubernetes, settings=settings)
@@ -138,7 +165,33 @@ class Application(containers.DeclarativeContainer):
         key_file=_setting(settings, "server.key_path"),
         node_name=_setting(settings, "node.name"),
         node_ip=internal_ip,
+        client_ca_file=_setting(settings, "server.ca_path"),
     )
+    # Raises InvalidInput (the CLI exits 1) when nobody could be authenticated.
+    auth_policy = providers.Singleton(
+        auth_policy,
+        client_ca=providers.Callable(bool, _setting(settings, "server.ca_path")),
+        token_webhook=_setting(settings, "server.authentication_token_webhook"),
+        anonymous=_setting(settings, "server.anonymous_auth"),
+    )
+    kubelet_auth = providers.Singleton(
+        cached_auth,
+        policy=auth_policy,
+        node_name=_setting(settings, "node.name"),
+        clock=clock,
+        authenticator=kube.token_reviewer,
+        authorizer=kube.access_reviewer,
+        token_ttl=_setting(settings, "server.authentication_token_webhook_cache_ttl"),
+        allowed_ttl=_setting(settings, "server.authorization_webhook_cache_authorized_ttl"),
+        denied_ttl=_setting(settings, "server.authorization_webhook_cache_unauthorized_ttl"),
+    )
+    client_ca = providers.Singleton(
+        load_client_ca,
+        _setting(settings, "server.ca_path"),
+        clock=clock,
+        ssl_context=server_tls.provided.context,
+    )
+    auth_middleware = providers.Singleton(AuthMiddleware, kubelet_auth, client_ca=client_ca)
     kubelet_api = providers.Singleton(
         KubeletApi,
         provider=backends.pod_provider,
@@ -151,6 +204,18 @@ class Application(containers.DeclarativeContainer):
         listen_host=_setting(settings, "server.listen_host"),
         listen_port=_setting(settings, "server.listen_port"),
         ssl_context=server_tls.provided.context,
+        # Tracing outermost, so rejected requests are traced too.
+        middlewares=providers.Callable(
+            operator.add,
+            telemetry.provided.middlewares,
+            providers.Callable(tuple, providers.List(auth_middleware)),
+        ),
+        # Keyword-only on both sides: upstream passed these two durations swapped.
+        stream_timeouts=providers.Factory(
+            StreamTimeouts,
+            creation=_setting(settings, "server.stream_creation_timeout"),
+            idle=_setting(settings, "server.stream_idle_timeout"),
+        ),
     )
     node_controller_settings = providers.Factory(
         NodeControllerSettings,

@@ -19,11 +19,14 @@ from collections.abc import Iterator
 from vkubelet.application.node_controller import NodeController
 from vkubelet.application.pod_controller import PodController
 from vkubelet.application.settings import Settings
+from vkubelet.domain.backoff import Backoff
+from vkubelet.domain.errors import Transient
 from vkubelet.entrypoints.container import Application
 
 log = logging.getLogger("vkubelet")
 
 SHUTDOWN_DRAIN_SECONDS = 10.0
+CONNECT_RETRY = Backoff(base=0.5, cap=10.0)
 
 
 class StartupError(Exception):
@@ -38,18 +41,41 @@ async def run_daemon(settings: Settings, *, internal_ip: str) -> int:
 
 
 async def _run(container: Application, settings: Settings, stop: asyncio.Event) -> int:
+    # Tracing first, so a bad exporter environment fails at once and provider setup is traced.
+    telemetry = container.telemetry()
+    await telemetry.start()
+    try:
+        return await _run_traced(container, settings, stop)
+    finally:
+        await telemetry.shutdown()  # flushes pending spans
+
+
+async def _run_traced(container: Application, settings: Settings, stop: asyncio.Event) -> int:
     # Building the provider validates its config: fail before touching the cluster.
     provider = container.backends.pod_provider()
+    if not await _connect(provider, stop):
+        return 0
     client = container.kube.client()
     events = container.kube.events()
+    policy = container.auth_policy()  # refuses an API nobody could authenticate to
+    if policy.warning:
+        log.warning("%s", policy.warning)
     server = container.kubelet_server()
+    client_ca = container.client_ca()
     pod_controller = container.pod_controller()
+    # An out-of-process provider that comes back after a restart may have lost or kept pods:
+    # reconcile at once instead of waiting for the next full-resync period.
+    reconnect_hooks = getattr(provider, "on_reconnect", None)
+    if isinstance(reconnect_hooks, list):
+        reconnect_hooks.append(pod_controller.reconcile)
     tasks: list[asyncio.Task[None]] = []
     node_controller: NodeController | None = None
     try:
         events.start()
         await server.start()
         log.info("kubelet API listening on %s:%d", settings.server.listen_host, server.port)
+        if client_ca is not None:
+            tasks.append(asyncio.create_task(client_ca.watch(), name="client-ca-watch"))
         tasks.append(asyncio.create_task(pod_controller.run(), name="pod-controller"))
         node_controller = container.node_controller(
             settings=container.node_controller_settings(kubelet_port=server.port)
@@ -80,6 +106,28 @@ async def _run(container: Application, settings: Settings, stop: asyncio.Event) 
         await events.close()
         await provider.close()
         await client.close()
+
+
+async def _connect(provider: object, stop: asyncio.Event) -> bool:
+    """Wait for an out-of-process provider to answer its first Describe (retrying while it is
+    still starting). False when a signal arrived first."""
+    connect = getattr(provider, "connect", None)
+    if connect is None:
+        return True
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await connect()
+            return True
+        except Transient as error:
+            attempt += 1
+            delay = CONNECT_RETRY.delay(attempt)
+            log.warning(
+                "provider not reachable yet (attempt %d, retrying in %.1fs): %s", attempt, delay, error
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+    return False
 
 
 async def _start(

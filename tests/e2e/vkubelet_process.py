@@ -23,6 +23,9 @@ import yaml
 from tests.e2e.network import TestNetwork
 
 REPO = Path(__file__).resolve().parents[2]
+# Written next to the kubeconfig by service_account_kubeconfig: the CA of the API server's
+# kubelet client certificate, which the daemon trusts through --client-ca-file.
+CLIENT_CA_NAME = "client-ca.crt"
 T = TypeVar("T")
 
 
@@ -50,7 +53,8 @@ def free_port() -> int:
 
 
 def service_account_kubeconfig(control_plane: Any, work_dir: Path) -> Path:
-    """Apply deploy/rbac.yaml and write a kubeconfig that uses the ServiceAccount's token."""
+    """Apply deploy/rbac.yaml and write a kubeconfig that uses the ServiceAccount's token (and,
+    beside it, the cluster's client CA for the daemon's --client-ca-file)."""
     control_plane.kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
     token = control_plane.kubectl(
         "create", "token", "virtual-kubelet", "-n", "vkubelet-system", "--duration=6h"
@@ -74,6 +78,7 @@ def service_account_kubeconfig(control_plane: Any, work_dir: Path) -> Path:
     }
     path = work_dir / "vkubelet.kubeconfig"
     path.write_text(yaml.safe_dump(config))
+    (work_dir / CLIENT_CA_NAME).write_bytes(Path(control_plane.client_ca_cert_path).read_bytes())
     return path
 
 
@@ -90,26 +95,36 @@ class VkubeletProcess:
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         network: TestNetwork | None = None,
+        client_ca_file: Path | None = None,
+        provider: str = "mock",
+        provider_config_path: Path | None = None,
     ) -> None:
         """With a ``network`` the daemon runs inside its namespace, reachable at its node IP
-        (the API server's node proxy refuses loopback kubelets); otherwise on 127.0.0.1."""
+        (the API server's node proxy refuses loopback kubelets); otherwise on 127.0.0.1.
+
+        The kubelet API is secured as in production: client certificates of ``client_ca_file``
+        (default: the cluster's client CA written by :func:`service_account_kubeconfig`, which
+        signs the API server's kubelet client certificate) and bearer tokens by TokenReview."""
         self.work_dir = work_dir
         self.network = network
         self.node_ip = network.node_ip if network else "127.0.0.1"
         self.node_name = node_name
         self.port = free_port()
         self.log_path = work_dir / f"vkubelet-{node_name}.log"
-        config_path = work_dir / f"mock-{node_name}.json"
-        config_path.write_text(
-            json.dumps(provider_config or {node_name: {"cpu": "100", "memory": "1Ti", "pods": "5000"}})
-        )
+        config_path = provider_config_path or work_dir / f"mock-{node_name}.json"
+        if provider_config_path is None:
+            config_path.write_text(
+                json.dumps(provider_config or {node_name: {"cpu": "100", "memory": "1Ti", "pods": "5000"}})
+            )
+        client_ca = client_ca_file or kubeconfig.parent / CLIENT_CA_NAME
+        auth_args = ["--client-ca-file", str(client_ca)] if client_ca.exists() else []
         self.args = [
             *(network.exec_prefix() if network else []),
             sys.executable,
             "-m",
             "vkubelet",
             "--provider",
-            "mock",
+            provider,
             "--provider-config",
             str(config_path),
             "--nodename",
@@ -122,6 +137,8 @@ class VkubeletProcess:
             "60s",
             "--log-level",
             "debug",
+            *auth_args,
+            "--authentication-token-webhook",
             *extra_args,
         ]
         self.env = {**os.environ, "VKUBELET_POD_IP": self.node_ip, **(env or {})}

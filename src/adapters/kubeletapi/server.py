@@ -8,6 +8,10 @@ Routes (upstream's ``node/api/server.go`` plus ``/healthz``, which upstream lack
 ``GET /stats/summary[/]``                 kubelet stats/v1alpha1 Summary JSON
 ``GET /metrics/resource[/]``              Prometheus text exposition 0.0.4
 ``GET /healthz``                          ``ok``
+``GET|POST /exec/{ns}/{pod}/{c}``         exec over SPDY or WebSocket (``.remotecommand``)
+``GET|POST /attach/{ns}/{pod}/{c}``       attach, likewise; both also as ``/{ns}/{pod}/{uid}/{c}``
+``GET|POST /portForward/{ns}/{pod}``      port-forward (``.portforward``), also with ``/{uid}``
+``GET /containerLogs/{ns}/{pod}/{c}``     container log stream (see ``.logs``)
 ========================================  =====================================================
 
 Both slash variants are served directly (upstream answered one with a 301 redirect). Domain
@@ -32,6 +36,13 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.samples import Sample
 
+from vkubelet.adapters.kubeletapi.logs import serve_container_logs
+from vkubelet.adapters.kubeletapi.portforward import serve_port_forward
+from vkubelet.adapters.kubeletapi.remotecommand import (
+    STREAM_TIMEOUTS_KEY,
+    StreamTimeouts,
+    serve_remote_command,
+)
 from vkubelet.application.kubelet_api import KubeletApi
 from vkubelet.domain.errors import InvalidInput, NotFound, NotSupported
 from vkubelet.domain.provider import MetricFamily
@@ -102,6 +113,26 @@ async def _metrics_resource(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def _container_logs(request: web.Request) -> web.StreamResponse:
+    return await serve_container_logs(request, request.app[API_KEY])
+
+
+async def _exec(request: web.Request) -> web.StreamResponse:
+    return await serve_remote_command(
+        request, request.app[API_KEY], request.app[STREAM_TIMEOUTS_KEY], attach=False
+    )
+
+
+async def _attach(request: web.Request) -> web.StreamResponse:
+    return await serve_remote_command(
+        request, request.app[API_KEY], request.app[STREAM_TIMEOUTS_KEY], attach=True
+    )
+
+
+async def _port_forward(request: web.Request) -> web.StreamResponse:
+    return await serve_port_forward(request, request.app[API_KEY], request.app[STREAM_TIMEOUTS_KEY])
+
+
 async def _healthz(request: web.Request) -> web.StreamResponse:
     return web.Response(text="ok")
 
@@ -131,7 +162,12 @@ async def translate_errors(request: web.Request, handler: Handler) -> web.Stream
         return _text(500, f"internal error while serving {request.path}; see the virtual-kubelet log")
 
 
-def create_app(api: KubeletApi, *, middlewares: Iterable[Middleware] = ()) -> web.Application:
+def create_app(
+    api: KubeletApi,
+    *,
+    middlewares: Iterable[Middleware] = (),
+    stream_timeouts: StreamTimeouts | None = None,
+) -> web.Application:
     """The aiohttp application. ``middlewares`` (authentication, tracing, ...) run first, in order."""
     chain: list[Middleware] = list(middlewares)
     chain.append(translate_errors)
@@ -146,6 +182,15 @@ def create_app(api: KubeletApi, *, middlewares: Iterable[Middleware] = ()) -> we
     router.add_get("/metrics/resource", _metrics_resource)
     router.add_get("/metrics/resource/", _metrics_resource)
     router.add_get("/healthz", _healthz)
+    router.add_get("/containerLogs/{namespace}/{pod}/{container}", _container_logs)
+    # exec/attach/portForward: GET (WebSocket) and POST (SPDY), with or without the pod UID.
+    app[STREAM_TIMEOUTS_KEY] = stream_timeouts or StreamTimeouts()
+    for method in (hdrs.METH_GET, hdrs.METH_POST):
+        for prefix, handler in (("/exec", _exec), ("/attach", _attach)):
+            router.add_route(method, prefix + "/{namespace}/{pod}/{container}", handler)
+            router.add_route(method, prefix + "/{namespace}/{pod}/{uid}/{container}", handler)
+        router.add_route(method, "/portForward/{namespace}/{pod}", _port_forward)
+        router.add_route(method, "/portForward/{namespace}/{pod}/{uid}", _port_forward)
     return app
 
 
@@ -165,9 +210,10 @@ class KubeletServer:
         listen_port: int,
         ssl_context: ssl.SSLContext | None,
         middlewares: Iterable[Middleware] = (),
+        stream_timeouts: StreamTimeouts | None = None,
         shutdown_timeout: float = 5.0,
     ) -> None:
-        self._app = create_app(api, middlewares=middlewares)
+        self._app = create_app(api, middlewares=middlewares, stream_timeouts=stream_timeouts)
         self._host = listen_host
         self._requested_port = listen_port
         self._ssl_context = ssl_context
@@ -191,7 +237,9 @@ class KubeletServer:
             raise RuntimeError("the kubelet API server is already started")
         if self._ssl_context is None:
             log.warning("kubelet API: serving plain HTTP (no TLS context given)")
-        runner = web.AppRunner(self._app, shutdown_timeout=self._shutdown_timeout)
+        # handler_cancellation: a client that goes away cancels its handler, which is how a
+        # follow of /containerLogs (or any stream) learns to close the provider's stream.
+        runner = web.AppRunner(self._app, shutdown_timeout=self._shutdown_timeout, handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, self._host or None, self._requested_port, ssl_context=self._ssl_context)
         try:

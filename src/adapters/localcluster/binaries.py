@@ -109,13 +109,27 @@ COMPONENTS: dict[str, Component] = {
             expected_minutes="5-15",
         ),
         Component(
-            # Jaeger v2 keeps its module path without /v2, so it is addressed by the commit of
-            # tag v2.20.0; its go.mod has no replace lines, so no wrapper module is needed.
+            # Jaeger's v2 binary (cmd/jaeger: Thrift over HTTP on 14268 and UDP on 6831, OTLP,
+            # query API on 16686). The proxy serves no v2 tag (the module path has no /v2) and
+            # refuses later commits, so this is v1.76.0, the same commit as v2.13.0. Its go.mod
+            # has a replace line, hence the wrapper module tools/jaeger (go.sum committed: some
+            # of its modules are missing from the checksum database).
             name="jaeger",
-            version="v2.20.0",
+            version="v1.76.0",
             executables={"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"},
-            install_ref="798e4b0fcf22",
+            module="jaeger",
             expected_minutes="5-10",
+            on_demand=True,
+        ),
+        Component(
+            # The Go virtual-kubelet CLI with its built-in mock provider, for bench/compare.py. A
+            # wrapper module although upstream has no replace lines: `go install ...@v1.13.0` reads
+            # the module's version list for deprecations, and the proxy refuses that list (403).
+            name="upstream-vk",
+            version="v1.13.0",
+            executables={"virtual-kubelet": "github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet"},
+            module="upstream-vk",
+            expected_minutes="5",
             on_demand=True,
         ),
     )

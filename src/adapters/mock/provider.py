@@ -46,7 +46,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from vkubelet.adapters import stats
 from vkubelet.adapters.mock.config import MockNodeConfig
+from vkubelet.adapters.stats import ContainerUsage, PodUsage
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
@@ -55,7 +57,6 @@ from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time, parse_time
 from vkubelet.domain.provider import (
     Capability,
     MetricFamily,
-    MetricSample,
     NodeAddress,
     NodeTemplate,
 )
@@ -73,41 +74,6 @@ _CAPABILITIES = frozenset(
     {Capability.POD_STATUS_STREAM, Capability.STATS_SUMMARY, Capability.METRICS_RESOURCE}
 )
 _MIB = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerUsage:
-    """One container's usage at one instant."""
-
-    name: str
-    start_time: datetime
-    nano_cores: int  # instantaneous rate, in billionths of a core
-    core_nano_seconds: int  # cumulative CPU time since the container started
-    working_set_bytes: int
-    usage_bytes: int  # working set + page cache
-
-
-@dataclass(frozen=True, slots=True)
-class PodUsage:
-    ref: PodRef
-    start_time: datetime
-    containers: tuple[ContainerUsage, ...]
-
-    @property
-    def nano_cores(self) -> int:
-        return sum(c.nano_cores for c in self.containers)
-
-    @property
-    def core_nano_seconds(self) -> int:
-        return sum(c.core_nano_seconds for c in self.containers)
-
-    @property
-    def working_set_bytes(self) -> int:
-        return sum(c.working_set_bytes for c in self.containers)
-
-    @property
-    def usage_bytes(self) -> int:
-        return sum(c.usage_bytes for c in self.containers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +144,7 @@ class MockProvider:
     async def create_pod(self, pod: Pod) -> None:
         """Store ``pod`` as Running and report it; a UID already present is left alone."""
         self._check_open()
+        Pod.from_manifest(pod.manifest)  # InvalidInput for a manifest without its identity
         uid = pod.ref.uid
         if uid in self._pods:
             log.debug("mock: pod %s already exists; create is a no-op", pod.ref)
@@ -283,114 +250,14 @@ class MockProvider:
     async def stats_summary(self) -> Mapping[str, Any]:
         """A kubelet stats/v1alpha1 Summary of the node and every running pod."""
         now = self._clock.now()
-        stamp = format_time(now)
         pods = self._usage(now)
-        pod_entries = []
-        for usage in pods:
-            containers = [
-                {
-                    "name": c.name,
-                    "startTime": format_time(c.start_time),
-                    "cpu": _cpu(stamp, c.nano_cores, c.core_nano_seconds),
-                    "memory": _memory(stamp, c.usage_bytes, c.working_set_bytes),
-                }
-                for c in usage.containers
-            ]
-            pod_entries.append(
-                {
-                    "podRef": {
-                        "name": usage.ref.name,
-                        "namespace": usage.ref.namespace,
-                        "uid": usage.ref.uid,
-                    },
-                    "startTime": format_time(usage.start_time),
-                    "containers": containers,
-                    "cpu": _cpu(stamp, usage.nano_cores, usage.core_nano_seconds),
-                    "memory": _memory(stamp, usage.usage_bytes, usage.working_set_bytes),
-                }
-            )
-        node_cpu, node_memory, node_usage_bytes, node_nano_cores = self._node_totals(pods)
-        return {
-            "node": {
-                "nodeName": self._node_name,
-                "startTime": format_time(self._started),
-                "cpu": _cpu(stamp, node_nano_cores, node_cpu),
-                "memory": _memory(stamp, node_usage_bytes, node_memory),
-            },
-            "pods": pod_entries,
-        }
+        return stats.summary(self._node_usage(pods), pods, now=now)
 
     async def metrics_resource(self) -> Sequence[MetricFamily]:
         """The kubelet's /metrics/resource families, consistent with :meth:`stats_summary`."""
         now = self._clock.now()
-        timestamp_ms = int(now.timestamp() * 1000)
         pods = self._usage(now)
-        node_cpu, node_memory, _, _ = self._node_totals(pods)
-
-        def sample(labels: Mapping[str, str], value: float) -> MetricSample:
-            return MetricSample(labels=dict(labels), value=value, timestamp_ms=timestamp_ms)
-
-        pod_cpu, pod_memory = [], []
-        container_cpu, container_memory, container_start = [], [], []
-        for usage in pods:
-            pod_labels = {"namespace": usage.ref.namespace, "pod": usage.ref.name}
-            pod_cpu.append(sample(pod_labels, usage.core_nano_seconds / 1e9))
-            pod_memory.append(sample(pod_labels, float(usage.working_set_bytes)))
-            for c in usage.containers:
-                labels = {"container": c.name, **pod_labels}
-                container_cpu.append(sample(labels, c.core_nano_seconds / 1e9))
-                container_memory.append(sample(labels, float(c.working_set_bytes)))
-                container_start.append(sample(labels, c.start_time.timestamp()))
-        return [
-            MetricFamily(
-                "node_cpu_usage_seconds_total",
-                "Cumulative cpu time consumed by the node in core-seconds",
-                "counter",
-                (sample({}, node_cpu / 1e9),),
-            ),
-            MetricFamily(
-                "node_memory_working_set_bytes",
-                "Current working set of the node in bytes",
-                "gauge",
-                (sample({}, float(node_memory)),),
-            ),
-            MetricFamily(
-                "pod_cpu_usage_seconds_total",
-                "Cumulative cpu time consumed by the pod in core-seconds",
-                "counter",
-                tuple(pod_cpu),
-            ),
-            MetricFamily(
-                "pod_memory_working_set_bytes",
-                "Current working set of the pod in bytes",
-                "gauge",
-                tuple(pod_memory),
-            ),
-            MetricFamily(
-                "container_cpu_usage_seconds_total",
-                "Cumulative cpu time consumed by the container in core-seconds",
-                "counter",
-                tuple(container_cpu),
-            ),
-            MetricFamily(
-                "container_memory_working_set_bytes",
-                "Current working set of the container in bytes",
-                "gauge",
-                tuple(container_memory),
-            ),
-            MetricFamily(
-                "container_start_time_seconds",
-                "Start time of the container since unix epoch in seconds",
-                "gauge",
-                tuple(container_start),
-            ),
-            MetricFamily(
-                "scrape_error",
-                "1 if there was an error while getting container metrics, 0 otherwise",
-                "gauge",
-                (MetricSample(labels={}, value=0.0),),
-            ),
-        ]
+        return stats.resource_metrics(self._node_usage(pods), pods, now=now)
 
     # -- internals ------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -599,23 +466,13 @@ class MockProvider:
     def _usage(self, now: datetime) -> list[PodUsage]:
         return [self._pod_usage(pod, now) for pod in self._pods.values()]
 
-    def _node_totals(self, pods: Sequence[PodUsage]) -> tuple[int, int, int, int]:
-        """(cumulative core-ns, working set, usage bytes, nanocores) of the node."""
-        core_ns = self._retired_core_nano_seconds + sum(p.core_nano_seconds for p in pods)
-        return (
-            core_ns,
-            sum(p.working_set_bytes for p in pods),
-            sum(p.usage_bytes for p in pods),
-            sum(p.nano_cores for p in pods),
+    def _node_usage(self, pods: Sequence[PodUsage]) -> stats.NodeUsage:
+        return stats.node_usage(
+            self._node_name,
+            start_time=self._started,
+            pods=pods,
+            retired_core_nano_seconds=self._retired_core_nano_seconds,
         )
-
-
-def _cpu(stamp: str, nano_cores: int, core_nano_seconds: int) -> dict[str, Any]:
-    return {"time": stamp, "usageNanoCores": nano_cores, "usageCoreNanoSeconds": core_nano_seconds}
-
-
-def _memory(stamp: str, usage_bytes: int, working_set_bytes: int) -> dict[str, Any]:
-    return {"time": stamp, "usageBytes": usage_bytes, "workingSetBytes": working_set_bytes}
 
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""The process provider: runs each container's command as a local process tree."""
