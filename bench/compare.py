@@ -658,6 +658,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--idle-seconds", type=float, default=0.0, help="idle CPU interval with the N pods (0: skip)"
     )
     parser.add_argument(
+        "--idle-settle", type=float, default=2.0, help="wait before the idle interval, s (default 2)"
+    )
+    parser.add_argument(
         "--latency-pods", type=int, default=50, help="pods of the low-rate latency stage (0: skip)"
     )
     parser.add_argument("--latency-rate", type=float, default=10.0, help="pods/s of the latency stage")
