@@ -11,8 +11,9 @@ What one run of one implementation does (a fresh daemon process, its own node an
 2. **burst**: create ``--pods`` pods at once with ``spec.nodeName`` set (a bounded pool of
    concurrent POSTs; the creation time is recorded separately) and time, from the first POST,
    until a watch has seen every pod Running;
-3. **idle** (``--idle-seconds`` > 0): with those pods Running, the daemon's CPU seconds over the
-   interval;
+3. **idle** (``--idle-seconds`` > 0): with those pods Running, after ``--idle-settle`` seconds
+   (trailing work of the burst, such as queued events, would otherwise count), the daemon's CPU
+   seconds over the interval, also in 5 s slices;
 4. **delete**: one graceful collection DELETE (``kubectl delete pods --all``), time until the
    watch has seen every pod gone;
 5. **latency**: ``--latency-pods`` pods created at ``--latency-rate`` pods/s, each pod's time
@@ -25,6 +26,11 @@ defaults of 5 qps / burst 10 apply), ``vk`` (vkubelet at its defaults) and ``vk-
 same background noise. The **ceiling** is measured in the same run: the simplest client there is
 (aiohttp, admin certificate, ``--ceiling-concurrency`` requests in flight) patching the status of
 pods bound to a node no kubelet serves, as fast as it can.
+
+``--profile py-spy`` attaches py-spy to each vkubelet daemon per phase (burst, idle, delete) and
+writes ``<work-dir>/<node>.<phase>.folded`` for bench/folded.py; ``--profile cprofile`` runs the
+daemon under ``python -m cProfile`` (one ``<node>.prof`` written at exit). ``--vkubelet-path``
+runs another copy of the package (e.g. ``git archive <commit> src``) for before/after figures.
 
 Results: one JSON object per run in ``--out`` (JSON lines), and a table of medians on stdout.
 This is a benchmark, not a test: it is not part of the test suite.
@@ -297,6 +303,9 @@ def start_daemon(impl: str, settings: Settings, cluster: LocalCluster, node: str
         **os.environ,
         "APISERVER_CERT_LOCATION": str(cert),
         "APISERVER_KEY_LOCATION": str(key),
+        # The CA of the API server's kubelet client certificate: both daemons verify callers of
+        # their kubelet API (vkubelet refuses to start with no way to authenticate them).
+        "APISERVER_CA_CERT_LOCATION": str(cluster.client_ca_cert_path),
         "KUBELET_PORT": str(port),
         "VKUBELET_POD_IP": "127.0.0.1",
     }
