@@ -250,9 +250,11 @@ def build_node(
     template; the identity labels (``type``, hostname, os, arch) cannot, since they must agree
     with the node's name and ``nodeInfo`` (upstream set no os/arch label at all, bug 22).
 
-    Addresses: when ``internal_ip`` (where the kubelet API listens) is given and is not already
-    an InternalIP of the template, it is put first, because the API server proxies
-    logs/exec/stats to the first address of the preferred type.
+    Addresses: when ``internal_ip`` (where the kubelet API listens) is given it is the node's
+    InternalIP, because the API server proxies logs/exec/stats to the address of the preferred
+    type. One address per type: the status patch merges addresses by ``type``, so a second
+    InternalIP from the provider's template made the API server reject every later status patch
+    as a duplicate (422), and a restarted vkubelet exited.
     """
     labels: dict[str, str] = {LABEL_ROLE: "agent", LABEL_EXCLUDE_LB: "true"}
     labels.update(template.labels)
@@ -269,9 +271,9 @@ def build_node(
     if taint is not None:
         taints.append(taint)
 
-    addresses: list[NodeAddress] = list(template.addresses)
-    if internal_ip and NodeAddress("InternalIP", internal_ip) not in addresses:
-        addresses.insert(0, NodeAddress("InternalIP", internal_ip))
+    addresses = _unique_by_type(
+        [NodeAddress("InternalIP", internal_ip)] * bool(internal_ip) + list(template.addresses)
+    )
 
     metadata: dict[str, Any] = {"name": name, "labels": labels}
     if template.annotations:
@@ -381,3 +383,14 @@ def conditions_of(node: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The node's status conditions (empty when it has none)."""
     conditions = (node.get("status") or {}).get("conditions") or []
     return [c for c in conditions if isinstance(c, Mapping)]
+
+
+def _unique_by_type(addresses: list[NodeAddress]) -> list[NodeAddress]:
+    """The first address of each type, in order."""
+    seen: set[str] = set()
+    unique = []
+    for address in addresses:
+        if address.type not in seen:
+            seen.add(address.type)
+            unique.append(address)
+    return unique

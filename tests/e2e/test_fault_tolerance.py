@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,9 +37,9 @@ FAULTY_PROVIDER = Path(__file__).parent / "faults" / "faulty_provider.py"
 MOCK_PROVIDER = Path(sys.executable).with_name("vkubelet-mock-provider")
 CREATED = re.compile(r"mock: created pod \S+ \((\S+)\)")
 REPEATED_CREATE = "already exists; create is a no-op"
-# The issue asks for 5,000; measured on the 2-core CI machine that takes about ... (see the
-# module's report); the lease test uses the largest burst that keeps it near two minutes.
-LEASE_BURST = 1500
+# The issue asks for 5,000 pods: on 2 cores that burst takes ~117 s to run (the test ~140 s), so
+# CI runs 2,500 (~60 s) to keep this module near 3 minutes. VKUBELET_FT_LEASE_PODS=5000 runs the full one.
+LEASE_BURST = int(os.environ.get("VKUBELET_FT_LEASE_PODS", "2500"))
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -67,8 +68,10 @@ def create_pods(control_plane: Any, manifest: str) -> subprocess.CompletedProces
     return control_plane.kubectl("create", "-f", "-", input=manifest, check=False, timeout=600)
 
 
-def start_creating(control_plane: Any, manifest: str) -> subprocess.Popen[str]:
-    """``kubectl create`` of a List in the background: the burst goes on while the test acts."""
+def start_creating(control_plane: Any, manifest: str, work_dir: Path) -> subprocess.Popen[str]:
+    """``kubectl create`` of a List in the background: the burst goes on while the test acts.
+    Its output goes to a file: errors of refused creates could fill a pipe and stall it."""
+    output = (work_dir / "kubectl-create.log").open("a")
     process = subprocess.Popen(
         [
             str(control_plane.binaries.kubectl),
@@ -78,10 +81,11 @@ def start_creating(control_plane: Any, manifest: str) -> subprocess.Popen[str]:
             "-",
         ],
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         text=True,
     )
+    output.close()  # the child has its own copy
     assert process.stdin is not None
     threading.Thread(target=_feed, args=(process, manifest), daemon=True).start()
     return process
@@ -198,6 +202,12 @@ class ScriptProvider(ProviderProcess):
         return path
 
 
+def provider_address(network: TestNetwork | None) -> list[str]:
+    """The provider reports the daemon's own node IP: a second, different InternalIP makes the
+    node status patch of a restarted daemon invalid (422 "Duplicate value"; see the report)."""
+    return ["--internal-ip", network.node_ip if network else "127.0.0.1"]
+
+
 def mock_config(work_dir: Path, node: str) -> Path:
     path = work_dir / "mock.json"
     path.write_text(json.dumps({node: {"cpu": "100", "memory": "1Ti", "pods": "10000"}}))
@@ -214,7 +224,7 @@ def test_apiserver_restart_mid_burst_creates_each_pod_once_without_relist_storm(
     manifest = pod_list(node, namespace, count)
     with running_daemon(control_plane, tmp_path, node, test_network) as daemon:
         started = time.monotonic()
-        creator = start_creating(control_plane, manifest)
+        creator = start_creating(control_plane, manifest, tmp_path)
         # Mid-burst: the provider has some pods, the API server still receives creates.
         wait_for(
             lambda: len(created_counts(log_text(daemon.log_path))) >= 200,
@@ -265,6 +275,7 @@ def test_kill_9_mid_burst_neither_recreates_nor_deletes_provider_pods(
             str(mock_config(tmp_path, node)),
             "--log-level",
             "debug",
+            *provider_address(test_network),
         ],
     ).start()
     config = provider.grpc_config(tmp_path)
@@ -273,7 +284,7 @@ def test_kill_9_mid_burst_neither_recreates_nor_deletes_provider_pods(
             control_plane, tmp_path, node, test_network, provider="grpc", provider_config_path=config
         ) as first:
             started = time.monotonic()
-            creator = start_creating(control_plane, pod_list(node, namespace, count))
+            creator = start_creating(control_plane, pod_list(node, namespace, count), tmp_path)
             wait_for(
                 lambda: len(created_counts(log_text(provider.log_path))) >= 100,
                 timeout=120,
@@ -427,6 +438,7 @@ def test_slow_or_flaky_provider_converges_and_one_bad_pod_blocks_no_worker(
             str(mock_config(tmp_path, node)),
             "--hang-name",
             "bad",
+            *provider_address(test_network),
             *faults,
         ],
     ).start()

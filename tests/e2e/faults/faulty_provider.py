@@ -17,11 +17,12 @@ import asyncio
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from vkubelet.adapters.grpc.server import serve
 from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.application.ports.provider import Provider
 from vkubelet.domain.errors import Transient
 from vkubelet.domain.pod import Pod, PodRef
 
@@ -77,7 +78,8 @@ async def _run(args: argparse.Namespace) -> None:
     provider = FaultyProvider(
         inner, delay=args.delay, fail_rate=args.fail_rate, seed=args.seed, hang_name=args.hang_name
     )
-    await serve(provider, address=args.listen, name="faulty-mock")  # type: ignore[arg-type]
+    # The Provider calls it does not fault reach the mock through __getattr__.
+    await serve(cast(Provider, provider), address=args.listen, name="faulty-mock")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -309,3 +309,30 @@ def test_adoption_patch_never_changes_an_existing_provider_id() -> None:
     existing = existing_node()
     existing["spec"]["providerID"] = "aws:///i-123"
     assert adoption_patch(existing, make_node()) is None
+
+
+def test_internal_ip_replaces_the_providers_so_addresses_stay_unique_by_type() -> None:
+    """A second InternalIP made the API server reject status patches (merge key `type`)."""
+    template = NodeTemplate(
+        capacity={"cpu": "1"},
+        addresses=(
+            NodeAddress("InternalIP", "127.0.0.1"),
+            NodeAddress("Hostname", "h"),
+            NodeAddress("Hostname", "h2"),
+        ),
+    )
+    node = build_node(
+        template,
+        name="vk",
+        provider="p",
+        kubelet_port=10250,
+        taint=None,
+        kubelet_version="v1",
+        internal_ip="198.18.0.2",
+        ready=READY_STATE,
+        now=datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    assert node["status"]["addresses"] == [
+        {"type": "InternalIP", "address": "198.18.0.2"},
+        {"type": "Hostname", "address": "h"},
+    ]
