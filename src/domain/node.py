@@ -271,9 +271,8 @@ def build_node(
     if taint is not None:
         taints.append(taint)
 
-    addresses = _unique_by_type(
-        [NodeAddress("InternalIP", internal_ip)] * bool(internal_ip) + list(template.addresses)
-    )
+    ours = [NodeAddress("InternalIP", internal_ip)] if internal_ip else []
+    addresses = _unique_by_type(ours + list(template.addresses))
 
     metadata: dict[str, Any] = {"name": name, "labels": labels}
     if template.annotations:
