@@ -9,26 +9,21 @@ docs/process-provider.md. Stops on SIGTERM/SIGINT, taking its processes with it.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from vkubelet import __version__
-from vkubelet.adapters.grpc.server import ServerTLS, serve
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import primary_host_ip as detect_host_ip
-from vkubelet.domain.errors import InvalidInput
+from vkubelet.entrypoints.provider_server import add_serving_flags, provider_parser, run_provider_server
 
 PROGRAM = "vkubelet-process-provider"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--listen", required=True, metavar="ADDR", help="host:port or unix:///path")
+    parser = provider_parser(PROGRAM, __doc__)
     parser.add_argument(
         "--root-dir",
         type=Path,
@@ -43,14 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-grace-seconds", type=float, help="cap on a deleted pod's termination grace period"
     )
-    parser.add_argument("--tls-cert", type=Path, metavar="PATH")
-    parser.add_argument("--tls-key", type=Path, metavar="PATH")
-    parser.add_argument("--client-ca", type=Path, metavar="PATH", help="require client certs signed by it")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_serving_flags(parser)
     return parser
 
 
-async def _run(args: argparse.Namespace) -> None:
+def _build(args: argparse.Namespace) -> ProcessProvider:
     provider = ProcessProvider(
         root_dir=args.root_dir,
         node_name=args.node_name,
@@ -60,32 +52,12 @@ async def _run(args: argparse.Namespace) -> None:
         pods=args.pods,
         max_grace_seconds=args.max_grace_seconds,
     )
-    provider.reap_orphans()
-    tls = None
-    if args.tls_cert or args.tls_key:
-        tls = ServerTLS(cert_file=args.tls_cert, key_file=args.tls_key, client_ca=args.client_ca)
-    await serve(provider, address=args.listen, tls=tls, name="process", version=__version__)
+    provider.reap_orphans()  # processes an earlier provider on this root dir left behind
+    return provider
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if (args.tls_cert is None) != (args.tls_key is None):
-        parser.error("--tls-cert and --tls-key go together")
-    if args.client_ca and not args.tls_cert:
-        parser.error("--client-ca needs --tls-cert and --tls-key")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    try:
-        asyncio.run(_run(args))
-    except InvalidInput as error:
-        print(f"{PROGRAM}: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"{PROGRAM}: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_provider_server(_parser(), argv, _build, name="process")
 
 
 if __name__ == "__main__":
