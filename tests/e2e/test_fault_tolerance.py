@@ -1,5 +1,6 @@
-"""Issue 7, fault tolerance: vkubelet survives API server restarts, its own kill -9, a busy node
-lease and a slow or flaky provider, each in the middle of a pod burst.
+"""Issue 7, fault tolerance: vkubelet survives a control-plane crash (etcd and kube-apiserver
+killed and started again), its own kill -9, a busy node lease and a slow or flaky provider, each
+in the middle of a pod burst.
 
 Every test runs its own daemon on its own node and namespace and removes its pods afterwards
 (one deletecollection with grace period 0: there is no kubelet left to finish a graceful delete).
@@ -37,9 +38,9 @@ FAULTY_PROVIDER = Path(__file__).parent / "faults" / "faulty_provider.py"
 MOCK_PROVIDER = Path(sys.executable).with_name("vkubelet-mock-provider")
 CREATED = re.compile(r"mock: created pod \S+ \((\S+)\)")
 REPEATED_CREATE = "already exists; create is a no-op"
-# The issue asks for 5,000 pods: on 2 cores that burst takes ~117 s to run (the test ~140 s), so
-# CI runs 2,500 (~60 s) to keep this module near 3 minutes. VKUBELET_FT_LEASE_PODS=5000 runs the full one.
-LEASE_BURST = int(os.environ.get("VKUBELET_FT_LEASE_PODS", "2500"))
+# The issue's 5,000 pods, in CI too (the test takes ~2.5 min on 2 cores, well inside CI's budget);
+# VKUBELET_FT_LEASE_PODS=500 makes a quick local run.
+LEASE_BURST = int(os.environ.get("VKUBELET_FT_LEASE_PODS", "5000"))
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -214,10 +215,10 @@ def mock_config(work_dir: Path, node: str) -> Path:
     return path
 
 
-# -- 1. API server restart mid-burst ------------------------------------------------------
+# -- 1. etcd and API server killed and restarted mid-burst ----------------------------------
 
 
-def test_apiserver_restart_mid_burst_creates_each_pod_once_without_relist_storm(
+def test_control_plane_crash_mid_burst_creates_each_pod_once_without_relist_storm(
     control_plane: Any, test_network: TestNetwork | None, tmp_path: Path, namespace: str
 ) -> None:
     node, count = "vk-ft-restart", 1000
@@ -233,7 +234,7 @@ def test_apiserver_restart_mid_burst_creates_each_pod_once_without_relist_storm(
         )
         in_provider_before = len(created_counts(log_text(daemon.log_path)))
         assert creator.poll() is None or in_provider_before < count, "the burst ended before the restart"
-        control_plane.restart_apiserver()
+        control_plane.kill_and_restart()  # kill -9 of kube-apiserver and etcd, then both start
         restarted = time.monotonic()
         creator.wait(timeout=300)
         # Creates refused while the API server was down are sent again (the others already exist).
@@ -250,9 +251,9 @@ def test_apiserver_restart_mid_burst_creates_each_pod_once_without_relist_storm(
     assert REPEATED_CREATE not in log
     relists = log.count("listing again")
     print(
-        f"API server restart: restarted with {in_provider_before}/{count} pods in the provider after "
-        f"{restarted - started:.1f}s; all {count} Running after {elapsed:.1f}s; relists {relists}; "
-        f"watch retries {log.count('pod watch failed')}"
+        f"etcd + API server kill -9 and restart: restarted with {in_provider_before}/{count} pods "
+        f"in the provider after {restarted - started:.1f}s; all {count} Running after {elapsed:.1f}s; "
+        f"relists {relists}; watch retries {log.count('pod watch failed')}"
     )
     assert relists <= 2
 

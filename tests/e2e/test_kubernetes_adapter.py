@@ -248,7 +248,7 @@ async def test_node_create_patch_and_status_merge_keep_foreign_conditions(kube: 
         assert labelled["metadata"]["labels"] == {"type": "virtual-kubelet", "extra": "yes"}
         fetched = await gateway.get_node(name)
         assert fetched["metadata"]["labels"]["extra"] == "yes"
-        typed = await kube.lightkube.get(Node, name)  # the typed client shares the connection
+        typed = await kube.lightkube.get(Node, name)  # the typed client: same credentials and rate limit
         assert typed.metadata is not None and typed.metadata.uid == created["metadata"]["uid"]
         assert {c["type"] for c in fetched["status"]["conditions"]} == {"Ready", "example.com/Disk"}
     finally:

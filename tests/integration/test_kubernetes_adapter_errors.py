@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx2
 import pytest
 from aiohttp import web
@@ -24,7 +25,12 @@ from tests.fakes.clock import FakeClock
 from vkubelet import __version__
 from vkubelet.adapters.kubernetes.client import KubeClient, TokenBucket, create_client
 from vkubelet.adapters.kubernetes.config import KubernetesConfigSource
-from vkubelet.adapters.kubernetes.errors import error_class, error_for_status, translate_error
+from vkubelet.adapters.kubernetes.errors import (
+    HttpStatusError,
+    error_class,
+    error_for_status,
+    translate_error,
+)
 from vkubelet.adapters.kubernetes.events import KubernetesEventRecorder
 from vkubelet.adapters.kubernetes.pods import KubernetesPodGateway
 from vkubelet.application.ports.cluster import EventType, ObjectRef, WatchEventType
@@ -60,6 +66,7 @@ class FakeApiServer:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.headers: list[dict[str, str]] = []
         self.failures: dict[str, tuple[int, str, str]] = {}  # path -> (code, content type, body)
+        self.rejected_tokens: set[str] = set()
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app)
@@ -74,6 +81,8 @@ class FakeApiServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
         self.headers.append(dict(request.headers))
+        if request.headers.get("Authorization") in self.rejected_tokens:
+            return web.json_response(status_body(401, "Unauthorized", "Unauthorized"), status=401)
         if request.path in self.failures:
             code, content_type, body = self.failures[request.path]
             return web.Response(status=code, content_type=content_type, text=body)
@@ -97,6 +106,20 @@ class FakeApiServer:
             lines = [
                 {"type": "ERROR", "object": status_body(410, "Expired", "too old resource version: 2 (50)")}
             ]
+        elif version == "big":
+            # Lines far past aiohttp's 64 KiB readline limit, sent in odd-sized pieces that split
+            # lines anywhere and also put several lines in one piece.
+            big = pod("big", "10")
+            big["metadata"]["annotations"] = {"blob": "x" * 300_000}
+            data = b"".join(
+                json.dumps(e).encode() + b"\n"
+                for e in [{"type": "ADDED", "object": big}, {"type": "MODIFIED", "object": pod("a", "11")},
+                          {"type": "MODIFIED", "object": pod("b", "12")}]
+            )  # fmt: skip
+            for offset in range(0, len(data), 7_001):
+                await response.write(data[offset : offset + 7_001])
+            await response.write_eof()
+            return response
         elif version == "broken":
             await response.write(json.dumps({"type": "ADDED", "object": pod("a", "10")}).encode() + b"\n")
             assert request.transport is not None
@@ -114,6 +137,9 @@ class FakeApiServer:
             await response.write(json.dumps(line).encode() + b"\n")
         await response.write_eof()
         return response
+
+    def reject_token(self, authorization: str) -> None:
+        self.rejected_tokens.add(authorization)
 
     def fail(self, path: str, code: int, *, json_status: bool = True) -> None:
         if json_status:
@@ -187,6 +213,11 @@ def test_translate_keeps_lightkube_and_httpx_errors_meaningful() -> None:
     assert isinstance(timeout, Transient) and "node vk" in str(timeout)
     refused = translate_error(httpx2.ConnectError("refused", request=request), what="node vk")
     assert isinstance(refused, Transient)
+    # What this package's own aiohttp requests raise.
+    assert isinstance(translate_error(aiohttp.ServerDisconnectedError(), what="node vk"), Transient)
+    assert "timed out" in str(translate_error(aiohttp.ServerTimeoutError("slow"), what="node vk"))
+    bad_gateway = translate_error(HttpStatusError(502, "Bad Gateway", b"<html>"), what="node vk")
+    assert isinstance(bad_gateway, Transient) and "502 Bad Gateway" in str(bad_gateway)
     already = NotFound("x")
     assert translate_error(already, what="y") is already
 
@@ -212,7 +243,8 @@ async def test_client_raises_domain_errors_with_the_original_as_cause(
     server.fail("/api/v1/namespaces/ns/pods/web-0", 502, json_status=False)
     with pytest.raises(Transient, match="502") as bad_gateway:
         await gateway.get_pod("ns", "web-0")
-    assert isinstance(bad_gateway.value.__cause__, httpx2.HTTPStatusError)
+    assert isinstance(bad_gateway.value.__cause__, HttpStatusError)
+    assert bad_gateway.value.__cause__.status_code == 502
 
     server.fail("/api/v1/namespaces/ns/pods/web-0/status", 409)
     with pytest.raises(Conflict):
@@ -228,7 +260,7 @@ async def test_unreachable_server_is_transient(tmp_path: Path) -> None:
     try:
         with pytest.raises(Transient, match="pod ns/web-0") as error:
             await KubernetesPodGateway(client, node_name="vk").get_pod("ns", "web-0")
-        assert isinstance(error.value.__cause__, httpx2.ConnectError)
+        assert isinstance(error.value.__cause__, aiohttp.ClientConnectionError)
     finally:
         await client.close()
 
@@ -270,6 +302,35 @@ async def test_watch_from_a_too_old_version_raises_expired(kube: KubeClient, ver
             pass
     assert isinstance(error.value.__cause__, ApiError)
     assert error.value.__cause__.status.code == 410
+
+
+async def test_watch_lines_longer_than_64_kib_arrive_whole(kube: KubeClient) -> None:
+    watch = KubernetesPodGateway(kube, node_name="vk").watch_node_pods("big")
+    events = [(e.pod.ref.name, e.pod.resource_version) async for e in watch]
+    assert events == [("big", "10"), ("a", "11"), ("b", "12")]
+
+
+async def test_a_rotated_token_file_is_read_again_after_a_401(server: FakeApiServer, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token")
+    kubeconfig = tmp_path / "kubeconfig"
+    config = json.loads(write_kubeconfig(kubeconfig, server.port).read_text())
+    config["users"][0]["user"] = {"tokenFile": str(token_file)}
+    kubeconfig.write_text(json.dumps(config))
+    client = create_client(kubeconfig, qps=0, burst=0)
+    path = "/api/v1/namespaces/ns/configmaps/cm"
+    try:
+        await client.request("GET", path, what="cm")  # the client now holds the old token
+        token_file.write_text("new-token")
+        server.reject_token("Bearer old-token")
+        assert await client.request("GET", path, what="cm") == {
+            "metadata": {"name": "cm"},
+            "data": {"k": "v"},
+        }
+        sent = [h["Authorization"] for h in server.headers]
+        assert sent == ["Bearer old-token", "Bearer old-token", "Bearer new-token"]
+    finally:
+        await client.close()
 
 
 async def test_watch_broken_mid_stream_is_transient(kube: KubeClient) -> None:

@@ -1,17 +1,19 @@
 """The connection to the Kubernetes API server.
 
 lightkube provides what is tedious to get right: kubeconfig and in-cluster service-account
-loading, client certificates, token files that rotate, exec credential plugins. On top of that
-this module builds one ``httpx2.AsyncClient`` (the HTTP client lightkube itself uses) whose
-transport applies the client-side rate limit (``--kube-api-qps`` / ``--kube-api-burst``), and
-wraps it in :class:`KubeClient`.
+loading, client certificates, token files that rotate, exec credential plugins. Requests go out
+through aiohttp: lightkube's own transport (httpx2 over httpcore2 and anyio) cost 2.5 times the
+client CPU per status patch (bench/client_stack.py, docs/benchmarks.md), and status patches are
+the daemon's hottest path. lightkube's credential flows (``httpx2.Auth``) still decide the
+``Authorization`` header, driven per request by :class:`_AuthFlow`; its SSL context carries the
+cluster CA and the client certificate.
 
 The gateways of this package send their requests through :meth:`KubeClient.request` and
 :meth:`KubeClient.stream` and get the server's JSON back as plain dicts: a pod is decoded once,
 from bytes to dicts, and wrapped by the domain without a trip through typed models (which would
 also drop fields this client version does not know). Code that prefers lightkube's typed API can
-take :attr:`KubeClient.lightkube`, an ``AsyncClient`` sharing the same connections and the same
-rate limit.
+take :attr:`KubeClient.lightkube`, an ``AsyncClient`` with its own connections and the same rate
+limit (``--kube-api-qps`` / ``--kube-api-burst``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import httpx2
 import lightkube
 from lightkube.config import client_adapter
@@ -41,6 +45,8 @@ USER_AGENT = f"vkubelet/{__version__}"
 JSON = "application/json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
+# The longest watch line accepted: a pod manifest is far smaller (etcd's own limit is 1.5 MiB).
+MAX_WATCH_LINE = 16 * 1024 * 1024
 
 
 class TokenBucket:
@@ -99,64 +105,170 @@ class TokenBucket:
 
 
 class RateLimitedTransport(httpx2.AsyncBaseTransport):
-    """Waits for a token before each request reaches the wire (watches included, as client-go)."""
+    """Waits for a token before each request of the typed lightkube client reaches the wire."""
 
     def __init__(self, inner: httpx2.AsyncBaseTransport, bucket: TokenBucket) -> None:
         self._inner = inner
         self._bucket = bucket
-        self._closed = False
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         await self._bucket.acquire()
         return await self._inner.handle_async_request(request)
 
     async def aclose(self) -> None:
-        # Shared by KubeClient's client and the optional lightkube client: close once.
-        if not self._closed:
-            self._closed = True
-            await self._inner.aclose()
+        await self._inner.aclose()
+
+
+class _AuthFlow:
+    """Runs one of lightkube's ``httpx2.Auth`` flows around aiohttp requests.
+
+    A flow yields a request carrying the credentials and may ask for the response to try again
+    (a rotated token file, an expired exec-plugin token after a 401). Only the ``Authorization``
+    header and the status code cross between the two libraries.
+    """
+
+    def __init__(self, auth: httpx2.Auth) -> None:
+        self._auth = auth
+
+    async def send(
+        self, send: Callable[[Mapping[str, str]], Any], method: str, url: str
+    ) -> aiohttp.ClientResponse:
+        flow = self._auth.async_auth_flow(httpx2.Request(method, url))
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                authorization = outgoing.headers.get("Authorization")
+                response: aiohttp.ClientResponse = await send(
+                    {"Authorization": authorization} if authorization else {}
+                )
+                try:
+                    outgoing = await flow.asend(httpx2.Response(response.status, request=outgoing))
+                except StopAsyncIteration:
+                    return response
+                response.release()  # the flow wants another try with new credentials
+        finally:
+            await flow.aclose()
+
+
+class WatchResponse:
+    """A streaming response: its lines, one JSON document each, split here without a size cap
+    below :data:`MAX_WATCH_LINE` (aiohttp's own ``readline`` stops at 64 KiB)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    async def aiter_lines(self) -> AsyncIterator[bytes]:
+        pending = b""
+        async for chunk in self._response.content.iter_any():
+            pending += chunk
+            if b"\n" not in chunk:
+                if len(pending) > MAX_WATCH_LINE:
+                    raise ValueError(f"a watch line longer than {MAX_WATCH_LINE} bytes")
+                continue
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line
+        if pending:
+            yield pending
 
 
 class KubeClient:
     """One API server connection: raw JSON requests, watch streams, and a lightkube client.
 
-    Owns the HTTP connections; :meth:`close` releases them. Request paths are absolute API paths
-    (``/api/v1/namespaces/default/pods/web-0``). Failures are raised as domain errors (see
+    Owns the HTTP connections (an aiohttp session made on first use, inside the event loop);
+    :meth:`close` releases them. Request paths are absolute API paths
+    (``/api/v1/namespaces/default/pods/web-0``). Every request, watches included, first takes a
+    token from the rate limit, as client-go does. Failures are raised as domain errors (see
     :mod:`.errors`) naming ``what`` the request was about.
     """
 
     def __init__(
         self,
-        http: httpx2.AsyncClient,
         *,
+        server: str,
+        bucket: TokenBucket,
+        ssl_context: ssl.SSLContext | None = None,
+        auth: httpx2.Auth | None = None,
+        timeout_seconds: float = 10.0,
+        user_agent: str = USER_AGENT,
+        max_connections: int = 100,
         config: SingleConfig | None = None,
-        transport: httpx2.AsyncBaseTransport | None = None,
-        timeout: httpx2.Timeout | None = None,
     ) -> None:
-        self._http = http
+        self._server = server.rstrip("/")
+        self._bucket = bucket
+        self._ssl_context = ssl_context
+        self._auth = _AuthFlow(auth) if auth is not None else None
+        self._timeout_seconds = timeout_seconds
+        self._headers = {"User-Agent": user_agent, "Accept": JSON}
+        self._max_connections = max_connections
         self._config = config
-        self._transport = transport
-        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
         self._lightkube: lightkube.AsyncClient | None = None
 
     @property
-    def http(self) -> httpx2.AsyncClient:
-        return self._http
-
-    @property
     def server(self) -> str:
-        return str(self._http.base_url)
+        return self._server
 
     @property
     def lightkube(self) -> lightkube.AsyncClient:
-        """A lightkube AsyncClient over the same connections and rate limit (created on first use)."""
+        """A lightkube AsyncClient with the same credentials and rate limit (made on first use)."""
         if self._lightkube is None:
-            if self._config is None or self._transport is None:
+            if self._config is None:
                 raise RuntimeError("this KubeClient was built without a kubeconfig; no lightkube client")
+            transport = RateLimitedTransport(
+                httpx2.AsyncHTTPTransport(verify=self._ssl_context or True), self._bucket
+            )
             self._lightkube = lightkube.AsyncClient(
-                config=self._config, transport=self._transport, timeout=self._timeout, trust_env=False
+                config=self._config,
+                transport=transport,
+                timeout=httpx2.Timeout(self._timeout_seconds),
+                trust_env=False,
             )
         return self._lightkube
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    ssl=self._ssl_context if self._ssl_context is not None else True,
+                    limit=self._max_connections,
+                ),
+                headers=self._headers,
+                trust_env=False,
+                # The API server's JSON is decoded by us; raise_for_status stays off so error
+                # bodies (meta/v1 Status) can be read.
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: Mapping[str, str] | None,
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> aiohttp.ClientResponse:
+        await self._bucket.acquire()
+        session = self._http()
+        url = self._server + path
+
+        def send(credentials: Mapping[str, str]) -> Any:
+            merged = {**headers, **credentials} if headers else credentials
+            return session.request(
+                method, url, params=params, data=data, headers=merged or None, timeout=client_timeout
+            )
+
+        if self._auth is None:
+            response: aiohttp.ClientResponse = await send({})
+            return response
+        return await self._auth.send(send, method, url)
 
     async def request(
         self,
@@ -171,15 +283,26 @@ class KubeClient:
         """Send one request and return the decoded JSON response (``{}`` when there is none)."""
         content = encode_json(body) if body is not None else None
         headers = {"Content-Type": content_type} if content is not None else None
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout_seconds, sock_read=self._timeout_seconds
+        )
         with api_errors(what):
-            response = await self._http.request(
-                method, path, params=dict(params) if params else None, content=content, headers=headers
+            response = await self._send(
+                method, path, params=params, data=content, headers=headers, client_timeout=timeout
             )
-            if response.is_error:
-                raise error_for_response(response, what=what)
-            if not response.content:
+            async with response:
+                payload = await response.read()
+            if response.status >= 400:
+                raise error_for_response(
+                    response.status,
+                    reason=response.reason or "",
+                    content_type=response.headers.get("Content-Type", ""),
+                    body=payload,
+                    what=what,
+                )
+            if not payload:
                 return {}
-            decoded: dict[str, Any] = json.loads(response.content)
+            decoded: dict[str, Any] = json.loads(payload)
             return decoded
 
     @asynccontextmanager
@@ -190,31 +313,35 @@ class KubeClient:
         what: str,
         params: Mapping[str, str] | None = None,
         read_timeout: float | None = None,
-    ) -> AsyncIterator[httpx2.Response]:
+    ) -> AsyncIterator[WatchResponse]:
         """Open a streaming GET (a watch). Yields the response once its status is known to be 2xx.
 
         Transport errors raised while the caller reads the body are translated too.
         ``read_timeout`` bounds the silence between two chunks (None: wait forever).
         """
-        timeout = httpx2.Timeout(
-            connect=self._http.timeout.connect,
-            read=read_timeout,
-            write=self._http.timeout.write,
-            pool=self._http.timeout.pool,
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._timeout_seconds, sock_read=read_timeout
         )
         with api_errors(what):
-            async with self._http.stream(
-                "GET", path, params=dict(params) if params else None, timeout=timeout
-            ) as response:
-                if response.is_error:
-                    await response.aread()
-                    raise error_for_response(response, what=what)
-                yield response
+            response = await self._send(
+                "GET", path, params=params, data=None, headers=None, client_timeout=timeout
+            )
+            async with response:
+                if response.status >= 400:
+                    raise error_for_response(
+                        response.status,
+                        reason=response.reason or "",
+                        content_type=response.headers.get("Content-Type", ""),
+                        body=await response.read(),
+                        what=what,
+                    )
+                yield WatchResponse(response)
 
     async def close(self) -> None:
         if self._lightkube is not None:
             await self._lightkube.close()
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -264,26 +391,26 @@ def create_client(
     """Build a :class:`KubeClient` from a kubeconfig path (None: in-cluster config).
 
     ``qps``/``burst`` are the client-side token bucket (``qps <= 0`` means unlimited).
-    ``timeout_seconds`` applies to connect, write and each read of ordinary requests; watch
+    ``timeout_seconds`` applies to connecting and to each read of ordinary requests; watch
     streams set their own read timeout. Raises lightkube's ConfigError for an unusable config.
     """
     config = load_config(kubeconfig, context=context)
     user = config.user or User()
-    verify = client_adapter.verify_cluster(config.cluster, user, config.abs_file, trust_env=False)
+    server = config.cluster.server
+    ssl_context = (
+        client_adapter.verify_cluster(config.cluster, user, config.abs_file, trust_env=False)
+        if server.startswith("https:")
+        else None
+    )
     auth = client_adapter.user_auth(config.user)
-    timeout = httpx2.Timeout(timeout_seconds)
-    inner = httpx2.AsyncHTTPTransport(
-        verify=verify,
-        limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
-    transport = RateLimitedTransport(inner, TokenBucket(qps=qps, burst=burst))
-    http = httpx2.AsyncClient(
-        base_url=config.cluster.server,
+    log.debug("kubernetes client for %s (qps=%s, burst=%s)", server, qps, burst)
+    return KubeClient(
+        server=server,
+        bucket=TokenBucket(qps=qps, burst=burst),
+        ssl_context=ssl_context,
         auth=auth,
-        transport=transport,
-        timeout=timeout,
-        headers={"User-Agent": user_agent, "Accept": JSON},
-        trust_env=False,
+        timeout_seconds=timeout_seconds,
+        user_agent=user_agent,
+        max_connections=max_connections,
+        config=config,
     )
-    log.debug("kubernetes client for %s (qps=%s, burst=%s)", config.cluster.server, qps, burst)
-    return KubeClient(http, config=config, transport=transport, timeout=timeout)

@@ -1,9 +1,9 @@
 """Kubernetes API failures translated into domain errors, at the edge.
 
-Everything this package sends goes through httpx2 (lightkube's HTTP client); a failed call
-surfaces as an HTTP status with a ``meta/v1 Status`` body, as an ``ERROR`` event inside a watch
-stream, or as a transport exception. All three end up in :func:`error_for_status`, so one table
-decides the domain class:
+Everything this package sends goes through aiohttp (lightkube's typed client, offered on the
+side, uses httpx2); a failed call surfaces as an HTTP status with a ``meta/v1 Status`` body, as an
+``ERROR`` event inside a watch stream, or as a transport exception. All three end up in
+:func:`error_for_status`, so one table decides the domain class:
 
 ====================================  =====================
 HTTP status                           domain error
@@ -21,7 +21,8 @@ network and protocol errors
 
 The translated error names the object (``pod default/web-0: ...``) and keeps the original
 exception as ``__cause__`` (a lightkube :class:`~lightkube.ApiError` whenever the server sent a
-Status body, so callers that need the details can read ``error.__cause__.status``).
+Status body, so callers that need the details can read ``error.__cause__.status``, and an
+:class:`HttpStatusError` for any other error response).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, cast
 
+import aiohttp
 import httpx2
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
@@ -77,8 +79,19 @@ def error_for_status(code: int, *, what: str, reason: str = "", message: str = "
     return error_class(code)(f"{what}: {detail} ({label})")
 
 
+class HttpStatusError(Exception):
+    """An error response whose body is not a ``meta/v1 Status`` (a proxy's 502 page, say)."""
+
+    def __init__(self, status_code: int, reason: str, body: bytes) -> None:
+        self.status_code = status_code
+        self.reason = reason
+        self.body = body
+        snippet = body[:200].decode("utf-8", "replace").strip()
+        super().__init__(f"{status_code} {reason}" + (f": {snippet}" if snippet else ""))
+
+
 def translate_error(error: BaseException, *, what: str) -> DomainError:
-    """The domain error for an exception raised by lightkube or httpx2 while working on ``what``.
+    """The domain error for an exception raised by aiohttp, lightkube or httpx2 on ``what``.
 
     The caller raises the result ``from error`` so the original stays the ``__cause__``.
     Already-translated domain errors are returned unchanged.
@@ -94,12 +107,14 @@ def translate_error(error: BaseException, *, what: str) -> DomainError:
             reason=str(getattr(status, "reason", "") or ""),
             message=str(getattr(status, "message", "") or ""),
         )
+    if isinstance(error, HttpStatusError):
+        return error_for_status(error.status_code, what=what, reason=error.reason)
     if isinstance(error, httpx2.HTTPStatusError):
         code = error.response.status_code
         return error_for_status(code, what=what, reason=error.response.reason_phrase)
-    if isinstance(error, httpx2.TimeoutException):
+    if isinstance(error, (httpx2.TimeoutException, TimeoutError)):
         return Transient(f"{what}: timed out talking to the API server ({type(error).__name__})")
-    if isinstance(error, httpx2.HTTPError):
+    if isinstance(error, (httpx2.HTTPError, aiohttp.ClientError)):
         # Transport, protocol and stream errors: the connection broke, the request may be fine.
         return Transient(f"{what}: {type(error).__name__}: {error}")
     if isinstance(error, json.JSONDecodeError):
@@ -109,14 +124,28 @@ def translate_error(error: BaseException, *, what: str) -> DomainError:
     return Transient(f"{what}: unexpected {type(error).__name__}: {error}")
 
 
-def error_for_response(response: httpx2.Response, *, what: str) -> DomainError:
-    """The domain error for a non-2xx ``response`` whose body has been read.
+def error_for_response(
+    status_code: int, *, reason: str, content_type: str, body: bytes, what: str
+) -> DomainError:
+    """The domain error for a non-2xx response with this (already read) ``body``.
 
-    Its ``__cause__`` is set to a lightkube ApiError (JSON Status body) or an
-    httpx2.HTTPStatusError (anything else), as if the client library had raised it.
+    Its ``__cause__`` is a lightkube ApiError when the body is a JSON ``Status`` (what a client
+    library would raise, so :func:`status_causes` can read the field causes), otherwise an
+    :class:`HttpStatusError`.
     """
-    original = _exception_for_response(response)
-    translated = translate_error(original, what=what)
+    original = _exception_for_response(status_code, reason=reason, content_type=content_type, body=body)
+    if isinstance(original, ApiError):
+        # The HTTP status wins over the body's code (a proxy may relay a Status with another code).
+        code = status_code
+        status = original.status
+        translated = error_for_status(
+            code,
+            what=what,
+            reason=str(getattr(status, "reason", "") or ""),
+            message=str(getattr(status, "message", "") or ""),
+        )
+    else:
+        translated = translate_error(original, what=what)
     translated.__cause__ = original
     return translated
 
@@ -149,12 +178,12 @@ def status_causes(error: BaseException) -> list[tuple[str, str]]:
 
 @contextmanager
 def api_errors(what: str) -> Iterator[None]:
-    """Translate lightkube/httpx2 exceptions raised inside the block; domain errors pass."""
+    """Translate transport and decoding exceptions raised inside the block; domain errors pass."""
     try:
         yield
     except DomainError:
         raise
-    except (httpx2.HTTPError, json.JSONDecodeError, OSError) as exc:
+    except (aiohttp.ClientError, httpx2.HTTPError, json.JSONDecodeError, OSError) as exc:
         raise translate_error(exc, what=what) from exc
 
 
@@ -166,18 +195,17 @@ def _response_code(error: httpx2.HTTPStatusError) -> int:
         return 0
 
 
-def _exception_for_response(response: httpx2.Response) -> httpx2.HTTPStatusError:
-    content_type = response.headers.get("Content-Type", "")
+def _exception_for_response(
+    status_code: int, *, reason: str, content_type: str, body: bytes
+) -> ApiError | HttpStatusError:
     if content_type.startswith("application/json"):
         try:
-            return ApiError(request=response.request, response=response)
-        except Exception:  # a JSON body that is not a Status: fall back to the bare HTTP error
+            decoded = json.loads(body)
+            if isinstance(decoded, dict) and decoded.get("kind") == "Status":
+                return _api_error_from_status(decoded)
+        except (ValueError, TypeError, AttributeError):  # not a Status: the bare HTTP error
             pass
-    return httpx2.HTTPStatusError(
-        f"{response.status_code} {response.reason_phrase}",
-        request=response.request,
-        response=response,
-    )
+    return HttpStatusError(status_code, reason, body)
 
 
 def _api_error_from_status(status: Mapping[str, Any]) -> ApiError:

@@ -147,6 +147,13 @@ class _Process:
                 self.popen.wait()
         self._close_log()
 
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as a crash or an OOM kill would leave things."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        self._close_log()
+
     def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
@@ -315,6 +322,20 @@ class LocalCluster:
         self._apiserver.stop(self._stop_timeout)
         self._start_apiserver(self.binaries)
 
+    def kill_and_restart(self) -> None:
+        """SIGKILL kube-apiserver and etcd, then start both again on the same ports.
+
+        etcd restarts on its data directory, so every object and resourceVersion survives: what a
+        control-plane node crash and reboot looks like to a client.
+        """
+        if self._apiserver is None or self._etcd is None:
+            raise ClusterError("the cluster has not been started")
+        self._apiserver.kill()
+        self._etcd.kill()
+        binaries = self.binaries
+        self._start_etcd(binaries, keep_data=True)
+        self._start_apiserver(binaries)
+
     def __enter__(self) -> LocalCluster:
         return self.start()
 
@@ -397,11 +418,12 @@ class LocalCluster:
             _write_private(pki / f"{name}.key", pair.key_pem)
         _write_private(pki / "sa.key", certs.rsa_private_key_pem())
 
-    def _start_etcd(self, binaries: Binaries) -> None:
+    def _start_etcd(self, binaries: Binaries, *, keep_data: bool = False) -> None:
         client_url = self.etcd_url
         peer_url = f"http://{LOOPBACK}:{self._etcd_peer_port}"
-        # Always a fresh member: a data dir from an earlier attempt remembers other peer URLs.
-        shutil.rmtree(self.work_dir / "etcd", ignore_errors=True)
+        if not keep_data:
+            # A fresh member: a data dir from an earlier attempt remembers other peer URLs.
+            shutil.rmtree(self.work_dir / "etcd", ignore_errors=True)
         self._etcd = _Process(
             "etcd",
             [
