@@ -62,7 +62,7 @@ from fractions import Fraction
 from typing import Generic, TypeAlias, TypeVar
 
 from vkubelet.domain.errors import InvalidInput
-from vkubelet.domain.pod import Manifest, Pod, deep_copy
+from vkubelet.domain.pod import Manifest, Pod
 from vkubelet.domain.quantity import ceil_milli_value, ceil_value, parse_quantity
 
 # -- inputs -------------------------------------------------------------------------------
@@ -479,17 +479,26 @@ def resolve_environment(
         master_services=master_services,
         enable_service_links=_service_links_enabled(pod),
     )
-    # Read from the original, write into the copy: a resourceFieldRef may read any container.
-    manifest = deep_copy(pod.manifest)
+    # Read from the original (a resourceFieldRef may read any container); write new container
+    # mappings into new lists. Everything else is shared with the original: manifests are
+    # immutable, and a deep copy of each pod was the largest cost of a 5,000-pod burst.
+    spec = dict(pod.spec)
+    copied_lists: set[str] = set()
     try:
         for field, kind, index, container in _containers(pod.spec):
             label = f"{kind} {container.get('name', '')!r}"
             env = _resolve_container(container, label=label, service_env=service_env, context=context)
-            resolved = manifest["spec"][field][index]
+            if field not in copied_lists:
+                spec[field] = list(spec[field])
+                copied_lists.add(field)
+            resolved = {key: value for key, value in container.items() if key != "envFrom"}
             resolved["env"] = [{"name": name, "value": value} for name, value in env.items()]
-            resolved.pop("envFrom", None)
+            spec[field][index] = resolved
     except _Failed as failed:
         return EnvResolution(None, tuple(context.events), EnvFailure(failed.reason, failed.message))
+    manifest = dict(pod.manifest)
+    if copied_lists:
+        manifest["spec"] = spec
     return EnvResolution(Pod(pod.ref, manifest), tuple(context.events), None)
 
 

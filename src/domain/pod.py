@@ -160,8 +160,3 @@ def with_status(pod: Pod, status: Manifest) -> Pod:
     manifest = dict(pod.manifest)
     manifest["status"] = copy.deepcopy(dict(status))
     return Pod(pod.ref, manifest)
-
-
-def deep_copy(manifest: Manifest) -> dict[str, Any]:
-    """A mutable deep copy of a manifest, for code that builds a changed version."""
-    return copy.deepcopy(dict(manifest))

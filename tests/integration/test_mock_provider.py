@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -369,12 +370,13 @@ async def test_namespace_name_pairs_with_dashes_do_not_collide(provider: MockPro
     assert refs == {("a-b", "c"), ("a", "b-c")}
 
 
-async def test_copies_in_and_out(provider: MockProvider) -> None:
+async def test_keeps_the_immutable_pod_handed_in_and_copies_out(provider: MockProvider) -> None:
     pod = make_pod()
+    before = copy.deepcopy(pod.manifest)
     await provider.create_pod(pod)
-    pod.manifest["spec"]["containers"][0]["image"] = "mutated-by-caller"
+    assert pod.manifest == before  # the caller's pod is not touched (only a new status is added)
     got = await provider.get_pod(pod.ref)
-    assert got.containers[0]["image"] == "nginx:1.27"
+    assert got.containers == pod.containers
     got.manifest["status"]["phase"] = "Failed"
     status = await provider.get_pod_status(pod.ref)
     assert status["phase"] == "Running"

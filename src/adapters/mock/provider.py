@@ -149,7 +149,8 @@ class MockProvider:
         if uid in self._pods:
             log.debug("mock: pod %s already exists; create is a no-op", pod.ref)
             return
-        manifest = copy.deepcopy(dict(pod.manifest))
+        # A shallow copy: manifests are immutable (domain rule), only the top-level status is new.
+        manifest = dict(pod.manifest)
         manifest["status"] = self._running_status(manifest, self._assign_ip(uid, manifest))
         stored = Pod(pod.ref, manifest)
         self._pods[uid] = stored

@@ -18,7 +18,9 @@ from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
 class PodLifecycle(Protocol):
     """Runs pods. Keyed by pod UID, never by namespace/name alone.
 
-    The pod handed in has its environment already resolved; the provider must not mutate it.
+    The pod handed in has its environment already resolved. It is immutable and may share
+    structure with the controller's own pods: the provider must not mutate it and may keep it
+    without copying (the controller never changes it afterwards either).
     """
 
     async def create_pod(self, pod: Pod) -> None:
