@@ -370,18 +370,19 @@ async def test_namespace_name_pairs_with_dashes_do_not_collide(provider: MockPro
     assert refs == {("a-b", "c"), ("a", "b-c")}
 
 
-async def test_keeps_the_immutable_pod_handed_in_and_copies_out(provider: MockProvider) -> None:
+async def test_changes_store_new_pods_and_leave_handed_out_ones_untouched(provider: MockProvider) -> None:
+    # No defensive copies (manifests are immutable by rule): instead every change stores a new
+    # pod, so what a caller got earlier keeps showing what it showed.
     pod = make_pod()
     before = copy.deepcopy(pod.manifest)
     await provider.create_pod(pod)
     assert pod.manifest == before  # the caller's pod is not touched (only a new status is added)
-    got = await provider.get_pod(pod.ref)
-    assert got.containers == pod.containers
-    got.manifest["status"]["phase"] = "Failed"
-    status = await provider.get_pod_status(pod.ref)
-    assert status["phase"] == "Running"
-    status["phase"] = "Failed"  # type: ignore[index]
-    assert (await provider.list_pods())[0].status["phase"] == "Running"
+    running = await provider.get_pod(pod.ref)
+    listed = await provider.list_pods()
+    running_status = copy.deepcopy(running.manifest)
+    await provider.delete_pod(pod)
+    assert running.manifest == running_status and running.status["phase"] == "Running"
+    assert listed[0].manifest == running_status
 
 
 # -- stats and metrics --------------------------------------------------------------------------

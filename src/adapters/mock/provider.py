@@ -179,19 +179,21 @@ class MockProvider:
             self._ips_in_use.discard(ip)
         now = self._clock.now()
         self._retired_core_nano_seconds += self._pod_usage(current, now).core_nano_seconds
-        manifest = copy.deepcopy(dict(current.manifest))
+        manifest = dict(current.manifest)  # shallow: only the status is new (manifests are immutable)
         manifest["status"] = self._terminated_status(manifest.get("status") or {}, format_time(now))
         log.info("mock: deleted pod %s", pod.ref)
         self._publish(Pod(current.ref, manifest))
 
     async def get_pod(self, ref: PodRef) -> Pod:
-        return self._copy(self._lookup(ref))
+        return self._lookup(ref)
 
     async def get_pod_status(self, ref: PodRef) -> Mapping[str, Any]:
-        return copy.deepcopy(dict(self._lookup(ref).status))
+        return self._lookup(ref).status
 
     async def list_pods(self) -> Sequence[Pod]:
-        return [self._copy(pod) for pod in self._pods.values()]
+        # The stored pods themselves: never changed in place, and callers treat them as
+        # immutable. Copying all of them at every full reconcile (each minute) was measurable.
+        return list(self._pods.values())
 
     # -- PodStatusSource ------------------------------------------------------------------
     async def pod_status_updates(self) -> AsyncIterator[Pod]:
@@ -270,10 +272,6 @@ class MockProvider:
         if pod is None:
             raise NotFound(f"pod {ref} not found in the mock provider")
         return pod
-
-    @staticmethod
-    def _copy(pod: Pod) -> Pod:
-        return Pod(pod.ref, copy.deepcopy(dict(pod.manifest)))
 
     def _publish(self, stored: Pod) -> None:
         # No copy: stored pods are never changed in place (every change stores a new manifest)
