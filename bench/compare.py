@@ -149,6 +149,17 @@ class Api:
 
     async def create_namespace(self, name: str) -> None:
         await self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+        # The ServiceAccount admission plugin rejects pods until the controller-manager has
+        # created the namespace's default ServiceAccount.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await self.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
 
 
 def pod_manifest(name: str, namespace: str, node: str) -> dict[str, Any]:

@@ -91,7 +91,7 @@ def one_run(cluster: LocalCluster, mode: str, *, pods: int, exporter: str, work:
     process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         wait(lambda: node_ready(cluster, node), timeout=60, what=f"node {node} Ready")
-        cluster.kubectl("create", "namespace", namespace)
+        cluster.create_namespace(namespace)
         items = [
             {
                 "apiVersion": "v1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
 import time
 from datetime import UTC, datetime
@@ -29,3 +30,15 @@ def primary_host_ip() -> str:
             return str(probe.getsockname()[0])
         except OSError:
             return "127.0.0.1"
+
+
+def die_with_parent_prefix() -> list[str]:
+    """A command prefix that makes the child get SIGKILL when this process dies, even by kill -9.
+
+    util-linux's ``setpriv`` sets PR_SET_PDEATHSIG and execs in place (same pid). Not a
+    ``preexec_fn``: Python code between fork and exec can crash children when other threads (gRPC)
+    run. The signal follows the *thread* that started the child, so start children from the
+    main thread or the event loop's. Empty (no such guarantee) where setpriv is missing.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []

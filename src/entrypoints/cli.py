@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import sys
@@ -23,13 +24,11 @@ from vkubelet.entrypoints.cli_args import (
     VersionCommand,
     log_level_number,
     parse_command_line,
-    wants_local_control_plane,
 )
 from vkubelet.entrypoints.container import EXPORTER_NAMES, PROVIDER_NAMES
 
 log = logging.getLogger("vkubelet")
 
-IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 BUILT = "unknown"
 
 
@@ -69,29 +68,55 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(settings: Settings) -> int:
     from vkubelet.entrypoints.daemon import run_daemon  # the heavy imports only for `run`
 
-    local = wants_local_control_plane(
-        requested=settings.kube.local_control_plane,
-        kubeconfig=settings.kube.kubeconfig,
-        in_cluster=os.path.exists(IN_CLUSTER_TOKEN),
-    )
-    with _control_plane(settings, local) as settings:
-        internal_ip = settings.node.internal_ip or ("127.0.0.1" if local else primary_host_ip())
-        return asyncio.run(run_daemon(settings, internal_ip=internal_ip))
+    # cli_args decided it, once: --local-control-plane, or no kubeconfig and not in a cluster.
+    with _control_plane(settings) as settings:
+        return asyncio.run(run_daemon(settings, internal_ip=node_ip(settings)))
+
+
+def node_ip(settings: Settings) -> str:
+    """The node's InternalIP: VKUBELET_POD_IP, else the host's primary address.
+
+    As the kubelet picks its node IP: the address of the interface that holds the default
+    route. The API server's node proxy (``kubectl get --raw /api/v1/nodes/<n>/proxy/...``)
+    refuses loopback and link-local addresses, so 127.0.0.1 would break it even locally.
+    """
+    if settings.node.internal_ip:
+        return settings.node.internal_ip
+    address = primary_host_ip()
+    if ipaddress.ip_address(address).is_loopback:
+        log.warning(
+            "this host has no non-loopback address: the node's InternalIP is %s, which the API "
+            "server's node proxy refuses; set VKUBELET_POD_IP to an address it can reach",
+            address,
+        )
+    return address
 
 
 @contextlib.contextmanager
-def _control_plane(settings: Settings, local: bool) -> Iterator[Settings]:
-    """Start the project's own etcd + kube-apiserver when there is no cluster to talk to."""
-    if not local:
+def _control_plane(settings: Settings) -> Iterator[Settings]:
+    """Start the project's own control plane when there is no cluster to talk to, and point
+    the settings at it: its kubeconfig, and its kubelet-client CA plus TokenReview for the
+    kubelet API, so the API server's `kubectl logs/exec` calls authenticate with no flag."""
+    if not settings.kube.local_control_plane:
         yield settings
         return
-    from vkubelet.adapters.localcluster.cluster import LocalCluster
+    from vkubelet.adapters.localcluster.cluster import LocalCluster, local_cluster_dir
 
-    log.info("no kubeconfig found: starting a local control plane (etcd + kube-apiserver)")
-    with LocalCluster() as cluster:
+    work_dir = local_cluster_dir(os.environ)
+    log.info(
+        "no kubeconfig found: starting a local control plane (etcd, kube-apiserver, kube-scheduler, "
+        "kube-controller-manager) in %s",
+        work_dir,
+    )
+    with LocalCluster(work_dir, fresh=True) as cluster:
         log.info("local control plane ready: kubectl --kubeconfig %s get nodes", cluster.kubeconfig_path)
         kube = dataclasses.replace(settings.kube, kubeconfig=cluster.kubeconfig_path)
-        yield dataclasses.replace(settings, kube=kube)
+        server = dataclasses.replace(
+            settings.server,
+            ca_path=settings.server.ca_path or cluster.client_ca_cert_path,
+            authentication_token_webhook=True,
+        )
+        yield dataclasses.replace(settings, kube=kube, server=server)
 
 
 class _UtcFormatter(logging.Formatter):

@@ -597,8 +597,6 @@ def _run_command(
             pod_ip = str(ipaddress.ip_address(pod_ip))
         except ValueError:
             raise _invalid("VKUBELET_POD_IP", pod_ip, "must be an IPv4 or IPv6 address") from None
-    elif local:
-        pod_ip = "127.0.0.1"
 
     node = NodeSettings(
         name=node_name,

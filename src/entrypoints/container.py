@@ -8,6 +8,9 @@ another provider) is one line here and nowhere else.
 from __future__ import annotations
 
 import operator
+import os
+import tempfile
+from pathlib import Path
 
 from dependency_injector import containers, providers
 
@@ -27,6 +30,8 @@ from vkubelet.adapters.kubernetes.pods import KubernetesPodGateway
 from vkubelet.adapters.kubernetes.reviews import KubernetesAccessReviewer, KubernetesTokenReviewer
 from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.process.config import load_process_config
+from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.adapters.telemetry import NodeIdentity, Telemetry
 from vkubelet.application.environment import EnvironmentResolver
@@ -42,9 +47,29 @@ from vkubelet.domain.lease import LeaseTiming
 KUBELET_VERSION = f"v1.36.3-vk-{__version__}"
 
 # Provider names the CLI accepts, in the order `virtual-kubelet providers` lists them.
-PROVIDER_NAMES = ("mock", "grpc")
+PROVIDER_NAMES = ("mock", "process", "grpc")
 # Tracing exporters the CLI accepts: the built-in ones of vkubelet.adapters.telemetry's registry.
 EXPORTER_NAMES = ("jaeger", "otlp", "zpages")
+
+
+def build_process_provider(
+    *, config_path: Path | None, node_name: str, internal_ip: str, clock: SystemClock
+) -> ProcessProvider:
+    """The process provider inside the daemon: pods' commands run as this process's children
+    and die with it; what a crashed earlier run on this node left behind is killed first."""
+    config = load_process_config(config_path, node_name=node_name)
+    provider = ProcessProvider(
+        root_dir=Path(tempfile.gettempdir()) / f"vkubelet-process-{os.getuid()}" / node_name,
+        node_name=node_name,
+        host_ip=internal_ip,
+        cpu=config.cpu,
+        memory=config.memory,
+        pods=config.pods,
+        labels=config.labels,
+        clock=clock,
+    )
+    provider.reap_orphans()
+    return provider
 
 
 def _setting(settings: providers.Provider[Settings], path: str) -> providers.Provider[object]:
@@ -97,6 +122,14 @@ class Backends(containers.DeclarativeContainer):
                 node_name=_setting(settings, "node.name"),
                 operating_system=_setting(settings, "node.operating_system"),
             ),
+            internal_ip=internal_ip,
+            clock=clock,
+        ),
+        # Pods as local processes (docs/process-provider.md), in this process.
+        process=providers.Singleton(
+            build_process_provider,
+            config_path=_setting(settings, "node.provider_config"),
+            node_name=_setting(settings, "node.name"),
             internal_ip=internal_ip,
             clock=clock,
         ),

@@ -36,13 +36,18 @@ def test_network() -> Iterator[TestNetwork | None]:
 
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest, test_network: TestNetwork | None) -> Iterator[LocalCluster]:
-    """A started LocalCluster; its work directory (logs, certs) is kept when a test failed."""
+    """A started, whole LocalCluster (scheduler, controller-manager, default admission); its work
+    directory (logs, certs) is kept when a test failed.
+
+    The node lifecycle controller's grace period is 20 s instead of 40 s, so the tests that stop
+    a virtual kubelet see the node turn Unknown and tainted sooner; vkubelet renews its Lease
+    every 10 s, so a live node is never mistaken for a dead one."""
     capture = request.config.pluginmanager.getplugin("capturemanager")
     # A first run builds the binaries for minutes: let its progress lines reach the terminal.
     with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         binaries = ensure_binaries()
     bind_address = test_network.host_ip if test_network else "127.0.0.1"
-    cluster = LocalCluster(binaries=binaries, bind_address=bind_address)
+    cluster = LocalCluster(binaries=binaries, bind_address=bind_address, node_monitor_grace_period="20s")
     cluster.start()
     try:
         yield cluster

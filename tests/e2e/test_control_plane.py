@@ -18,7 +18,7 @@ def _suffix() -> str:
 
 def test_kubectl_writes_and_lightkube_reads_back(control_plane: LocalCluster) -> None:
     namespace, node = f"e2e-{_suffix()}", f"vk-e2e-{_suffix()}"
-    control_plane.kubectl("create", "namespace", namespace)
+    control_plane.create_namespace(namespace)
     manifest = {
         "apiVersion": "v1",
         "kind": "Node",

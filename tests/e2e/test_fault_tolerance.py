@@ -184,7 +184,7 @@ def running_daemon(
 @pytest.fixture
 def namespace(control_plane: Any) -> Iterator[str]:
     name = f"ft-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", name)
+    control_plane.create_namespace(name)
     yield name
     remove_pods(control_plane, name)
 

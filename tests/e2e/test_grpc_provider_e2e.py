@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import uuid
@@ -20,53 +19,9 @@ from typing import Any
 import pytest
 
 from tests.e2e.network import TestNetwork
-from tests.e2e.vkubelet_process import VkubeletProcess, service_account_kubeconfig, wait_for
+from tests.e2e.vkubelet_process import ProviderProcess, VkubeletProcess, service_account_kubeconfig, wait_for
 
 NODE = "vk-e2e-grpc"
-PROVIDER_SCRIPT = Path(sys.executable).with_name("vkubelet-process-provider")
-
-
-class ProviderProcess:
-    def __init__(self, work_dir: Path, socket_path: Path, host_ip: str) -> None:
-        self.socket_path = socket_path
-        self.log_path = work_dir / "process-provider.log"
-        self.args = [
-            str(PROVIDER_SCRIPT),
-            "--listen",
-            f"unix://{socket_path}",
-            "--root-dir",
-            str(work_dir / "pods"),
-            "--node-name",
-            NODE,
-            "--host-ip",
-            host_ip,
-            "--pods",
-            "500",
-        ]
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ProviderProcess:
-        self.socket_path.unlink(missing_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        wait_for(self.socket_path.exists, timeout=30, what="provider socket")
-        return self
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +30,7 @@ def stack(
 ) -> Iterator[tuple[VkubeletProcess, ProviderProcess]]:
     work_dir = tmp_path_factory.mktemp("grpc")
     node_ip = test_network.node_ip if test_network else "127.0.0.1"
-    provider = ProviderProcess(work_dir, work_dir / "provider.sock", node_ip).start()
+    provider = ProviderProcess(work_dir, work_dir / "provider.sock", node_ip, node_name=NODE).start()
     config = work_dir / "grpc-provider.json"
     config.write_text(json.dumps({"address": f"unix://{provider.socket_path}", "call_timeout": 5}))
     kubeconfig = service_account_kubeconfig(control_plane, work_dir)
@@ -102,7 +57,7 @@ def stack(
 @pytest.fixture(scope="module")
 def namespace(control_plane: Any) -> str:
     name = f"grpc-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", name)
+    control_plane.create_namespace(name)
     return name
 
 

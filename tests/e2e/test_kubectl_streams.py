@@ -100,7 +100,7 @@ async def node(control_plane: LocalCluster, transport: Transport) -> AsyncIterat
     suffix = uuid.uuid4().hex[:6]
     node_name, namespace = f"vk-streams-{suffix}", f"streams-{suffix}"
     kubectl = control_plane.kubectl
-    kubectl("create", "namespace", namespace)
+    control_plane.create_namespace(namespace)
     kubectl(
         "create",
         "-f",
@@ -307,7 +307,7 @@ def stack(
         provider_config_path=config,
     ).start()
     namespace = f"streams-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
+    control_plane.create_namespace(namespace)
     http_port = free_port()
     pods = {
         # The main process prints a line every 0.2 s (for attach) and keeps a shell for exec.

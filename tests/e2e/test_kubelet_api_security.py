@@ -65,7 +65,7 @@ def daemon(
 @pytest.fixture(scope="module")
 def namespace(control_plane: Any) -> str:
     name = f"sec-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", name)
+    control_plane.create_namespace(name)
     return name
 
 

@@ -87,7 +87,7 @@ def node_ready(control_plane: Any) -> bool:
 def talker(control_plane: Any, stack: Path) -> tuple[str, Path]:
     """A running pod that wrote three lines and writes a fourth once the marker file exists."""
     namespace = f"logs-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
+    control_plane.create_namespace(namespace)
     marker = stack / f"marker-{uuid.uuid4().hex}"
     script = (
         f"echo one; echo two; echo three; while [ ! -e {marker} ]; do sleep 0.1; done; echo after; sleep 3600"

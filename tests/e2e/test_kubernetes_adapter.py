@@ -36,7 +36,7 @@ def _unique(prefix: str) -> str:
 @pytest.fixture(scope="module")
 def namespace(control_plane: LocalCluster) -> str:
     name = _unique("kadapter")
-    control_plane.kubectl("create", "namespace", name)
+    control_plane.create_namespace(name)
     return name
 
 

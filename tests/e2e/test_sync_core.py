@@ -59,7 +59,7 @@ def daemon(
 @pytest.fixture(scope="module")
 def namespace(control_plane: Any) -> str:
     name = f"e2e-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", name)
+    control_plane.create_namespace(name)
     return name
 
 
@@ -331,7 +331,7 @@ def test_node_is_recreated_after_kubectl_delete_node(control_plane: Any, daemon:
 
 def test_two_hundred_pods_run_and_delete_cleanly(control_plane: Any, daemon: VkubeletProcess) -> None:
     namespace = f"burst-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
+    control_plane.create_namespace(namespace)
     items = [
         {
             "apiVersion": "v1",

@@ -165,7 +165,7 @@ def jaeger(
 @pytest.fixture(scope="module")
 def namespace(control_plane: Any) -> str:
     name = f"e2e-trace-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", name)
+    control_plane.create_namespace(name)
     return name
 
 

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Written next to the kubeconfig by service_account_kubeconfig: the CA of the API server's
 # kubelet client certificate, which the daemon trusts through --client-ca-file.
 CLIENT_CA_NAME = "client-ca.crt"
+PROVIDER_SCRIPT = Path(sys.executable).with_name("vkubelet-process-provider")
 T = TypeVar("T")
 
 
@@ -175,3 +176,50 @@ class VkubeletProcess:
         assert self.process is not None
         self.process.kill()
         self.process.wait()
+
+
+class ProviderProcess:
+    """`vkubelet-process-provider` serving on a unix socket; pods outlive a vkubelet restart."""
+
+    def __init__(
+        self, work_dir: Path, socket_path: Path, host_ip: str, *, node_name: str, pods: str = "500"
+    ) -> None:
+        self.socket_path = socket_path
+        self.log_path = work_dir / "process-provider.log"
+        self.args = [
+            str(PROVIDER_SCRIPT),
+            "--listen",
+            f"unix://{socket_path}",
+            "--root-dir",
+            str(work_dir / "pods"),
+            "--node-name",
+            node_name,
+            "--host-ip",
+            host_ip,
+            "--pods",
+            pods,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ProviderProcess:
+        self.socket_path.unlink(missing_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(self.socket_path.exists, timeout=30, what="provider socket")
+        return self
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()

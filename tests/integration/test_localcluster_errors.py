@@ -142,6 +142,8 @@ def test_a_port_taken_after_the_check_is_named_from_the_log(fake_cache: Path, tm
     binaries = Binaries(
         etcd=etcd,
         kube_apiserver=cache.path("kubernetes", "kube-apiserver"),
+        kube_scheduler=cache.path("kubernetes", "kube-scheduler"),
+        kube_controller_manager=cache.path("kubernetes", "kube-controller-manager"),
         kubectl=cache.path("kubernetes", "kubectl"),
     )
     with pytest.raises(PortInUseError) as caught:
@@ -189,6 +191,8 @@ def test_real_etcd_losing_its_port_is_named(
     binaries = Binaries(
         etcd=cache.path("etcd", "etcd"),
         kube_apiserver=cache.path("kubernetes", "kube-apiserver"),
+        kube_scheduler=cache.path("kubernetes", "kube-scheduler"),
+        kube_controller_manager=cache.path("kubernetes", "kube-controller-manager"),
         kubectl=cache.path("kubernetes", "kubectl"),
     )
     with pytest.raises(PortInUseError) as caught:

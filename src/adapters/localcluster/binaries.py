@@ -4,6 +4,8 @@ The binaries live in a cache outside the repository::
 
     $VKUBELET_BIN_CACHE/                 (default ~/.cache/vkubelet/bin)
         kubernetes-v1.36.3/kube-apiserver
+        kubernetes-v1.36.3/kube-scheduler
+        kubernetes-v1.36.3/kube-controller-manager
         kubernetes-v1.36.3/kubectl
         etcd-v3.6.16/etcd
         logs/<component>-<version>.log   (the last build's output)
@@ -101,6 +103,8 @@ COMPONENTS: dict[str, Component] = {
             version="v1.36.3",
             executables={
                 "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
+                "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+                "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
                 "kubectl": "k8s.io/kubernetes/cmd/kubectl",
             },
             module="k8s",
@@ -160,6 +164,8 @@ class Binaries:
 
     etcd: Path
     kube_apiserver: Path
+    kube_scheduler: Path
+    kube_controller_manager: Path
     kubectl: Path
 
 
@@ -235,7 +241,13 @@ class BinaryCache:
     def binaries(self) -> Binaries:
         """The control plane's executables, built first when missing."""
         paths = self.ensure("etcd", "kubernetes")
-        return Binaries(etcd=paths["etcd"], kube_apiserver=paths["kube-apiserver"], kubectl=paths["kubectl"])
+        return Binaries(
+            etcd=paths["etcd"],
+            kube_apiserver=paths["kube-apiserver"],
+            kube_scheduler=paths["kube-scheduler"],
+            kube_controller_manager=paths["kube-controller-manager"],
+            kubectl=paths["kubectl"],
+        )
 
     # -- building -----------------------------------------------------------------------------
 

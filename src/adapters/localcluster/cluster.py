@@ -1,4 +1,10 @@
-"""A throwaway control plane (etcd + kube-apiserver) on loopback, for tests and the local run.
+"""A throwaway but whole control plane on loopback, for tests and the local run.
+
+etcd, kube-apiserver (default admission plugins, ServiceAccount included), kube-scheduler and
+kube-controller-manager (its default controllers: serviceaccount and its tokens, the root CA
+publisher, deployment/replicaset/job, endpointslice, garbage collector, node lifecycle, CSR
+signing, ...), so ordinary workloads behave as on any cluster. ``start()`` returns once the
+``default`` ServiceAccount exists, so a pod can be created at once.
 
 What it generates in its work directory (docs/control-plane.md explains each flag)::
 
@@ -7,10 +13,12 @@ What it generates in its work directory (docs/control-plane.md explains each fla
     pki/client-ca.{crt,key}       --client-ca-file; issue more client certs with it
     pki/admin.{crt,key}           CN=admin, O=system:masters (bypasses RBAC)
     pki/kubelet-client.{crt,key}  what the API server presents to kubelets (O=system:masters)
+    pki/kubelet-serving-ca.{crt,key}  signer of kubernetes.io/kubelet-serving CSRs
+    pki/kube-scheduler.{crt,key}, pki/kube-controller-manager.{crt,key}  their identities
     pki/sa.key                    service-account signing key (RSA)
-    admin.kubeconfig
+    admin.kubeconfig, kube-scheduler.kubeconfig, kube-controller-manager.kubeconfig
     etcd/                         etcd data
-    logs/etcd.log, logs/kube-apiserver.log
+    logs/<component>.log
 
 The work directory is deleted by a clean ``stop()`` unless it was given by the caller or
 ``keep_work_dir=True`` is passed; when starting fails it is kept and the error names it.
@@ -21,6 +29,8 @@ from __future__ import annotations
 import atexit
 import base64
 import errno
+import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -34,7 +44,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -43,8 +53,10 @@ import yaml
 
 from vkubelet.adapters import certs
 from vkubelet.adapters.localcluster.binaries import Binaries, ensure_binaries, tail
+from vkubelet.adapters.system import die_with_parent_prefix
 
 LOOPBACK = "127.0.0.1"
+LOCAL_CLUSTER_DIR_ENV = "VKUBELET_LOCAL_CLUSTER_DIR"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 # Go's net.Listen error, as etcd and kube-apiserver log it.
 _ADDRESS_IN_USE = re.compile(r"listen tcp [^\s:]*:(\d+): bind: address already in use")
@@ -78,6 +90,15 @@ class KubectlError(ClusterError, subprocess.CalledProcessError):
         return f"`{command}` exited with {self.returncode}:\n{self.stderr or self.output}"
 
 
+def local_cluster_dir(environ: Mapping[str, str]) -> Path:
+    """Where ``virtual-kubelet`` keeps the control plane it starts for itself: a fixed place,
+    so ``tools/kubectl`` and a second terminal find its kubeconfig."""
+    configured = environ.get(LOCAL_CLUSTER_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return Path.home() / ".cache" / "vkubelet" / "local-cluster"
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports that were free a moment ago."""
     sockets = []
@@ -105,6 +126,11 @@ def port_is_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
+# Identities of the two controllers: the API server's bootstrap RBAC binds these user names.
+SCHEDULER_USER = "system:kube-scheduler"
+CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+
+
 class _Process:
     """One child process with its log file."""
 
@@ -122,7 +148,8 @@ class _Process:
         self._log.flush()
         try:
             self.popen = subprocess.Popen(
-                self.command,
+                # Dies with us even on kill -9 or a second Ctrl-C: no control plane left behind.
+                [*die_with_parent_prefix(), *self.command],
                 stdin=subprocess.DEVNULL,
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
@@ -190,7 +217,10 @@ class LocalCluster:
         startup_timeout: float = 120.0,
         stop_timeout: float = 15.0,
         extra_apiserver_args: Sequence[str] = (),
+        extra_controller_manager_args: Sequence[str] = (),
+        node_monitor_grace_period: str = "40s",
         bind_address: str = LOOPBACK,
+        fresh: bool = False,
     ) -> None:
         # The API server's address. Loopback by default; e2e tests that need the API server's
         # node proxy (which refuses loopback kubelets) bind it to their own test network.
@@ -198,15 +228,26 @@ class LocalCluster:
         self._binaries = binaries
         self._owns_work_dir = work_dir is None
         self._work_dir = Path(work_dir) if work_dir is not None else None
-        self._requested_ports = (apiserver_port, etcd_port, etcd_peer_port)
+        # fresh: empty a given work dir first (a new cluster each run, at a known place).
+        self._fresh = fresh
+        self._lock: IO[str] | None = None
+        self._requested_ports = (apiserver_port, etcd_port, etcd_peer_port, None, None)
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._extra_apiserver_args = list(extra_apiserver_args)
+        self._extra_controller_manager_args = list(extra_controller_manager_args)
+        # How long the node lifecycle controller waits for a silent node before marking it
+        # Unknown and tainting it unreachable (the controller-manager's default is 40s).
+        self.node_monitor_grace_period = node_monitor_grace_period
         self._etcd: _Process | None = None
         self._apiserver: _Process | None = None
+        self._scheduler: _Process | None = None
+        self._controller_manager: _Process | None = None
         self._apiserver_port = 0
         self._etcd_port = 0
         self._etcd_peer_port = 0
+        self._scheduler_port = 0
+        self._controller_manager_port = 0
 
     # -- public properties ------------------------------------------------------------------
 
@@ -231,6 +272,14 @@ class LocalCluster:
     @property
     def apiserver_log_path(self) -> Path:
         return self.log_dir / "kube-apiserver.log"
+
+    @property
+    def scheduler_log_path(self) -> Path:
+        return self.log_dir / "kube-scheduler.log"
+
+    @property
+    def controller_manager_log_path(self) -> Path:
+        return self.log_dir / "kube-controller-manager.log"
 
     @property
     def kubeconfig_path(self) -> Path:
@@ -270,8 +319,17 @@ class LocalCluster:
         return self._binaries
 
     @property
+    def kubelet_serving_ca_cert_path(self) -> Path:
+        """The CA the controller-manager signs ``kubernetes.io/kubelet-serving`` CSRs with."""
+        return self.pki_dir / "kubelet-serving-ca.crt"
+
+    @property
     def running(self) -> bool:
-        return any(p is not None and p.exit_code() is None for p in (self._etcd, self._apiserver))
+        return any(p is not None and p.exit_code() is None for p in self._processes())
+
+    def _processes(self) -> tuple[_Process | None, ...]:
+        """Every component, in start order."""
+        return (self._etcd, self._apiserver, self._scheduler, self._controller_manager)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -281,6 +339,10 @@ class LocalCluster:
         binaries = self.binaries  # builds first when missing, before any port is chosen
         if self._work_dir is None:
             self._work_dir = Path(tempfile.mkdtemp(prefix="vkubelet-cluster-"))
+        else:
+            self._take_lock()
+        if self._fresh:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         attempts = 1 if any(self._requested_ports) else 3
         for attempt in range(1, attempts + 1):
@@ -289,24 +351,56 @@ class LocalCluster:
                 self._write_pki()
                 self._start_etcd(binaries)
                 self._start_apiserver(binaries)
-                self._write_kubeconfig()
+                self._write_kubeconfigs()
+                self._start_scheduler(binaries)
+                self._start_controller_manager(binaries)
+                self._wait_for_default_service_account()
                 _running.add(self)
                 return self
             except PortInUseError:
                 self._stop_processes()
                 if attempt == attempts:
+                    self._release_lock()
                     self._report_failure()
                     raise
                 # a free port was taken between choosing and binding it: choose again
             except BaseException:
                 self._stop_processes()
+                self._release_lock()
                 self._report_failure()
                 raise
         raise AssertionError("unreachable")
 
+    def _take_lock(self) -> None:
+        """One cluster per work directory: a second one would wipe or share the first's files."""
+        lock_path = self.work_dir.with_name(self.work_dir.name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise ClusterStartError(
+                f"another local control plane is running in {self.work_dir} (process {holder}); "
+                f"stop it first, or set {LOCAL_CLUSTER_DIR_ENV} to another directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing drops the flock
+            self._lock = None
+
     def stop(self, *, keep_work_dir: bool = False) -> None:
-        """SIGTERM the API server, then etcd (SIGKILL after ``stop_timeout``)."""
+        """SIGTERM the controllers, the API server, then etcd (SIGKILL after ``stop_timeout``)."""
         self._stop_processes()
+        self._release_lock()
         _running.discard(self)
         if self._work_dir is None:
             return
@@ -359,14 +453,28 @@ class LocalCluster:
             raise KubectlError(result.returncode, command, result.stdout, result.stderr)
         return result
 
+    def create_namespace(self, name: str, *, timeout: float = 30.0) -> None:
+        """Create namespace ``name`` and wait for its ``default`` ServiceAccount, without which
+        the ServiceAccount admission plugin rejects the namespace's first pods."""
+        self.kubectl("create", "namespace", name)
+        deadline = time.monotonic() + timeout
+        path = f"/api/v1/namespaces/{name}/serviceaccounts/default"
+        while (problem := self._admin_get(path)) is not None:
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"namespace {name}: no default ServiceAccount after {timeout:.0f}s ({problem}); "
+                    f"kube-controller-manager log: {self.controller_manager_log_path}"
+                )
+            time.sleep(0.1)
+
     def issue_client_certificate(self, common_name: str, organizations: Sequence[str] = ()) -> certs.KeyPair:
         """A client certificate the API server accepts (user ``common_name``, groups ``organizations``)."""
         client_ca = certs.KeyPair(self.client_ca_cert_path.read_bytes(), self.client_ca_key_path.read_bytes())
         return certs.issue(client_ca, common_name=common_name, organizations=organizations, client=True)
 
     def check_alive(self) -> None:
-        """Raise with the log tail if etcd or kube-apiserver has exited."""
-        for process in (self._etcd, self._apiserver):
+        """Raise with the log tail if a component has exited."""
+        for process in self._processes():
             if process is not None and process.exit_code() is not None:
                 raise ClusterError(self._exited_message(process))
 
@@ -375,13 +483,19 @@ class LocalCluster:
     def _choose_ports(self) -> None:
         requested = self._requested_ports
         fresh = iter(free_ports(sum(port is None for port in requested)))
-        self._apiserver_port, self._etcd_port, self._etcd_peer_port = (
-            port if port is not None else next(fresh) for port in requested
-        )
+        (
+            self._apiserver_port,
+            self._etcd_port,
+            self._etcd_peer_port,
+            self._scheduler_port,
+            self._controller_manager_port,
+        ) = (port if port is not None else next(fresh) for port in requested)
         for host, port, purpose in (
             (LOOPBACK, self._etcd_port, "etcd client URL"),
             (LOOPBACK, self._etcd_peer_port, "etcd peer URL"),
             (self.bind_address, self._apiserver_port, "kube-apiserver secure port"),
+            (LOOPBACK, self._scheduler_port, "kube-scheduler secure port"),
+            (LOOPBACK, self._controller_manager_port, "kube-controller-manager secure port"),
         ):
             if not port_is_free(port, host):
                 raise PortInUseError(port, purpose, host=host)
@@ -396,6 +510,11 @@ class LocalCluster:
         pairs = {
             "serving-ca": serving_ca,
             "client-ca": client_ca,
+            "kubelet-serving-ca": certs.new_ca("vkubelet-kubelet-serving-ca"),
+            "kube-scheduler": certs.issue(client_ca, common_name=SCHEDULER_USER, client=True),
+            "kube-controller-manager": certs.issue(
+                client_ca, common_name=CONTROLLER_MANAGER_USER, client=True
+            ),
             "apiserver": certs.issue(
                 serving_ca,
                 common_name="localhost",
@@ -465,17 +584,22 @@ class LocalCluster:
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             "--authorization-mode=Node,RBAC",
             "--allow-privileged=true",
-            # No kube-controller-manager creates the "default" ServiceAccount, so the admission
-            # plugin that requires it would reject every pod.
-            "--disable-admission-plugins=ServiceAccount",
-            # The "kubernetes" Service endpoint would point at loopback; nothing needs it.
-            "--endpoint-reconciler-type=none",
-            # The virtual kubelet reports InternalIP 127.0.0.1 and its port; logs/exec go there.
+            # The default admission plugins stay on (ServiceAccount included: every pod gets
+            # its projected kube-api-access volume, as in any cluster).
+            *self._endpoint_reconciler_args(),
+            # A virtual kubelet reports an InternalIP and its port; logs/exec/proxy go there.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={self.kubelet_client_cert_path}",
             f"--kubelet-client-key={pki / 'kubelet-client.key'}",
             *self._extra_apiserver_args,
         ]
+
+    def _endpoint_reconciler_args(self) -> list[str]:
+        # The "kubernetes" Service's endpoint is the advertised address, which the API server
+        # refuses when it is loopback; elsewhere (a test network) keep the default reconciler.
+        if ipaddress.ip_address(self.bind_address).is_loopback:
+            return ["--endpoint-reconciler-type=none"]
+        return []
 
     def _start_apiserver(self, binaries: Binaries) -> None:
         self._apiserver = _Process(
@@ -487,6 +611,77 @@ class LocalCluster:
             self._apiserver_ready,
             "kube-apiserver",
             {self._apiserver_port: "kube-apiserver secure port"},
+        )
+
+    def _start_scheduler(self, binaries: Binaries) -> None:
+        self._scheduler = _Process(
+            "kube-scheduler",
+            [
+                str(binaries.kube_scheduler),
+                f"--kubeconfig={self.work_dir / 'kube-scheduler.kubeconfig'}",
+                "--leader-elect=false",  # one replica
+                f"--bind-address={LOOPBACK}",
+                f"--secure-port={self._scheduler_port}",
+                f"--cert-dir={self.work_dir / 'kube-scheduler'}",
+            ],
+            self.scheduler_log_path,
+        )
+        self._scheduler.start()
+        self._wait_ready(
+            self._scheduler,
+            self._healthz_probe(self._scheduler_port),
+            "kube-scheduler",
+            {self._scheduler_port: "kube-scheduler secure port"},
+        )
+
+    def _controller_manager_args(self) -> list[str]:
+        pki = self.pki_dir
+        return [
+            f"--kubeconfig={self.work_dir / 'kube-controller-manager.kubeconfig'}",
+            "--leader-elect=false",
+            f"--bind-address={LOOPBACK}",
+            f"--secure-port={self._controller_manager_port}",
+            f"--cert-dir={self.work_dir / 'kube-controller-manager'}",
+            # Each controller acts as its own ServiceAccount, as in kubeadm clusters.
+            "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={pki / 'sa.key'}",
+            f"--root-ca-file={self.ca_cert_path}",  # what kube-root-ca.crt publishes
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            # CSR signers: kubelet serving certificates get their own CA; client certificates
+            # come from the CA the API server trusts, so an issued one authenticates.
+            f"--cluster-signing-kubelet-serving-cert-file={self.kubelet_serving_ca_cert_path}",
+            f"--cluster-signing-kubelet-serving-key-file={pki / 'kubelet-serving-ca.key'}",
+            f"--cluster-signing-kubelet-client-cert-file={self.client_ca_cert_path}",
+            f"--cluster-signing-kubelet-client-key-file={self.client_ca_key_path}",
+            f"--cluster-signing-kube-apiserver-client-cert-file={self.client_ca_cert_path}",
+            f"--cluster-signing-kube-apiserver-client-key-file={self.client_ca_key_path}",
+            f"--node-monitor-grace-period={self.node_monitor_grace_period}",
+            *self._extra_controller_manager_args,
+        ]
+
+    def _start_controller_manager(self, binaries: Binaries) -> None:
+        self._controller_manager = _Process(
+            "kube-controller-manager",
+            [str(binaries.kube_controller_manager), *self._controller_manager_args()],
+            self.controller_manager_log_path,
+        )
+        self._controller_manager.start()
+        self._wait_ready(
+            self._controller_manager,
+            self._healthz_probe(self._controller_manager_port),
+            "kube-controller-manager",
+            {self._controller_manager_port: "kube-controller-manager secure port"},
+        )
+
+    def _wait_for_default_service_account(self) -> None:
+        """The serviceaccount controller creates ``default/default``; until it has, the
+        ServiceAccount admission plugin rejects every pod of the namespace."""
+        assert self._controller_manager is not None
+        self._wait_ready(
+            self._controller_manager,
+            lambda: self._admin_get("/api/v1/namespaces/default/serviceaccounts/default"),
+            "the default ServiceAccount (kube-controller-manager's serviceaccount controller)",
+            {},
         )
 
     def _wait_ready(
@@ -537,17 +732,32 @@ class LocalCluster:
         return None if body.get("health") == "true" else f"health: {body}"
 
     def _apiserver_ready(self) -> str | None:
+        return self._admin_get("/readyz")
+
+    def _admin_get(self, path: str) -> str | None:
+        """None when the API server answers ``path`` with 200 to the admin, else the problem."""
         context = ssl.create_default_context(cafile=str(self.ca_cert_path))
         context.load_cert_chain(self.pki_dir / "admin.crt", self.pki_dir / "admin.key")
-        try:
-            with urllib.request.urlopen(f"{self.server_url}/readyz", timeout=2, context=context) as response:
-                return None if response.status == 200 else f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            return f"HTTP {exc.code}"
-        except OSError as exc:
-            return str(exc)
+        return _probe(f"{self.server_url}{path}", context)
 
-    def _write_kubeconfig(self) -> None:
+    @staticmethod
+    def _healthz_probe(port: int) -> Callable[[], str | None]:
+        # The scheduler and controller-manager serve /healthz over a self-signed certificate
+        # to anyone (it is in their default --authorization-always-allow-paths).
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return lambda: _probe(f"https://{LOOPBACK}:{port}/healthz", context)
+
+    def _write_kubeconfigs(self) -> None:
+        for user, file_name, pair in (
+            ("admin", "admin.kubeconfig", "admin"),
+            (SCHEDULER_USER, "kube-scheduler.kubeconfig", "kube-scheduler"),
+            (CONTROLLER_MANAGER_USER, "kube-controller-manager.kubeconfig", "kube-controller-manager"),
+        ):
+            self._write_kubeconfig(self.work_dir / file_name, user=user, pair=pair)
+
+    def _write_kubeconfig(self, path: Path, *, user: str, pair: str) -> None:
         pki = self.pki_dir
         config = {
             "apiVersion": "v1",
@@ -563,28 +773,37 @@ class LocalCluster:
             ],
             "users": [
                 {
-                    "name": "admin",
+                    "name": user,
                     "user": {
-                        "client-certificate-data": _b64(pki / "admin.crt"),
-                        "client-key-data": _b64(pki / "admin.key"),
+                        "client-certificate-data": _b64(pki / f"{pair}.crt"),
+                        "client-key-data": _b64(pki / f"{pair}.key"),
                     },
                 }
             ],
-            "contexts": [
-                {"name": "vkubelet-local", "context": {"cluster": "vkubelet-local", "user": "admin"}}
-            ],
+            "contexts": [{"name": "vkubelet-local", "context": {"cluster": "vkubelet-local", "user": user}}],
             "current-context": "vkubelet-local",
         }
-        _write_private(self.kubeconfig_path, yaml.safe_dump(config, sort_keys=False).encode())
+        _write_private(path, yaml.safe_dump(config, sort_keys=False).encode())
 
     def _stop_processes(self) -> None:
-        for process in (self._apiserver, self._etcd):  # API server first: it needs etcd to drain
+        # Reverse start order: the controllers first, and etcd last (the API server drains to it).
+        for process in reversed(self._processes()):
             if process is not None:
                 process.stop(self._stop_timeout)
 
     def _report_failure(self) -> None:
         if self._work_dir is not None:
             print(f"vkubelet: local cluster failed to start; logs kept in {self.log_dir}", file=sys.stderr)
+
+
+def _probe(url: str, context: ssl.SSLContext) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except OSError as exc:
+        return str(exc)
 
 
 def _write_private(path: Path, data: bytes) -> None:
