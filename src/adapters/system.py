@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -37,8 +38,12 @@ def die_with_parent_prefix() -> list[str]:
 
     util-linux's ``setpriv`` sets PR_SET_PDEATHSIG and execs in place (same pid). Not a
     ``preexec_fn``: Python code between fork and exec can crash children when other threads (gRPC)
-    run. The signal follows the *thread* that started the child, so start children from the
-    main thread or the event loop's. Empty (no such guarantee) where setpriv is missing.
+    run. The signal follows the *thread* that started the child, not the process: a child
+    started from a short-lived thread (``asyncio.to_thread``) would be killed when that thread
+    ends. So only the main thread gets the guarantee; elsewhere, and where setpriv is missing,
+    the prefix is empty.
     """
     setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "KILL", "--"]

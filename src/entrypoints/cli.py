@@ -63,14 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("virtual-kubelet: %s", error)
         print(f"virtual-kubelet: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the daemon's own handler (e.g. during a build)
+        print("virtual-kubelet: interrupted", file=sys.stderr)
+        return 130
 
 
 def run(settings: Settings) -> int:
-    from vkubelet.entrypoints.daemon import run_daemon  # the heavy imports only for `run`
+    from vkubelet.entrypoints.daemon import StartupError, run_daemon  # heavy imports: `run` only
 
-    # cli_args decided it, once: --local-control-plane, or no kubeconfig and not in a cluster.
-    with _control_plane(settings) as settings:
-        return asyncio.run(run_daemon(settings, internal_ip=node_ip(settings)))
+    try:
+        # cli_args decided it, once: --local-control-plane, or no kubeconfig and not in a cluster.
+        with _control_plane(settings) as settings:
+            return asyncio.run(run_daemon(settings, internal_ip=node_ip(settings)))
+    except StartupError as error:
+        log.error("virtual-kubelet: %s", error)
+        print(f"virtual-kubelet: {error}", file=sys.stderr)
+        return 1
 
 
 def node_ip(settings: Settings) -> str:
@@ -100,7 +108,9 @@ def _control_plane(settings: Settings) -> Iterator[Settings]:
     if not settings.kube.local_control_plane:
         yield settings
         return
-    from vkubelet.adapters.localcluster.cluster import LocalCluster, local_cluster_dir
+    from vkubelet.adapters.localcluster.binaries import BinaryError
+    from vkubelet.adapters.localcluster.cluster import ClusterError, LocalCluster, local_cluster_dir
+    from vkubelet.entrypoints.daemon import StartupError
 
     work_dir = local_cluster_dir(os.environ)
     log.info(
@@ -108,7 +118,12 @@ def _control_plane(settings: Settings) -> Iterator[Settings]:
         "kube-controller-manager) in %s",
         work_dir,
     )
-    with LocalCluster(work_dir, fresh=True) as cluster:
+    cluster = LocalCluster(work_dir, fresh=True)
+    try:
+        cluster.start()
+    except (BinaryError, ClusterError) as error:
+        raise StartupError(f"the local control plane did not start: {error}") from error
+    try:
         log.info("local control plane ready: kubectl --kubeconfig %s get nodes", cluster.kubeconfig_path)
         kube = dataclasses.replace(settings.kube, kubeconfig=cluster.kubeconfig_path)
         server = dataclasses.replace(
@@ -117,6 +132,8 @@ def _control_plane(settings: Settings) -> Iterator[Settings]:
             authentication_token_webhook=True,
         )
         yield dataclasses.replace(settings, kube=kube, server=server)
+    finally:
+        cluster.stop()
 
 
 class _UtcFormatter(logging.Formatter):

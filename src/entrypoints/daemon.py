@@ -16,17 +16,22 @@ import os
 import signal
 from collections.abc import Iterator
 
+from vkubelet.adapters.kubernetes.client import KubeClient
 from vkubelet.application.node_controller import NodeController
 from vkubelet.application.pod_controller import PodController
 from vkubelet.application.settings import Settings
 from vkubelet.domain.backoff import Backoff
-from vkubelet.domain.errors import Transient
+from vkubelet.domain.errors import DomainError, Transient
 from vkubelet.entrypoints.container import Application
 
 log = logging.getLogger("vkubelet")
 
 SHUTDOWN_DRAIN_SECONDS = 10.0
 CONNECT_RETRY = Backoff(base=0.5, cap=10.0)
+# How long startup waits for the API server to answer at all when --startup-timeout is 0. Once
+# the node is up, an API server outage is retried for ever (as the kubelet does); at startup a
+# wrong address or a dead cluster should end the process with a message, not a silent loop.
+API_SERVER_WAIT_SECONDS = 60.0
 
 
 class StartupError(Exception):
@@ -56,6 +61,9 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
     if not await _connect(provider, stop):
         return 0
     client = container.kube.client()
+    wait = settings.controller.startup_timeout or API_SERVER_WAIT_SECONDS
+    if not await _reach_api_server(client, wait_seconds=wait, stop=stop):
+        return 0
     events = container.kube.events()
     policy = container.auth_policy()  # refuses an API nobody could authenticate to
     if policy.warning:
@@ -127,6 +135,33 @@ async def _connect(provider: object, stop: asyncio.Event) -> bool:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
+    return False
+
+
+async def _reach_api_server(client: KubeClient, *, wait_seconds: float, stop: asyncio.Event) -> bool:
+    """Wait until the API server answers ``GET /version``; StartupError naming the server when it
+    does not within ``wait_seconds`` or refuses our credentials. False when a signal came first."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await client.request("GET", "/version", what="the API server's version")
+            return True
+        except Transient as error:
+            attempt += 1
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise StartupError(
+                    f"cannot reach the Kubernetes API server {client.server} within {wait_seconds:.0f}s "
+                    f"({attempt} attempts): {error}"
+                ) from error
+            delay = min(CONNECT_RETRY.delay(attempt), remaining)
+            log.warning("API server %s not reachable yet (attempt %d): %s", client.server, attempt, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+        except DomainError as error:  # 401/403 and the like: retrying will not help
+            raise StartupError(f"the Kubernetes API server {client.server} refused us: {error}") from error
     return False
 
 

@@ -29,8 +29,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.network import TestNetwork
-from tests.e2e.test_grpc_provider_e2e import ProviderProcess
-from tests.e2e.vkubelet_process import VkubeletProcess, service_account_kubeconfig, wait_for
+from tests.e2e.vkubelet_process import ProviderProcess, VkubeletProcess, service_account_kubeconfig, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +192,7 @@ class ScriptProvider(ProviderProcess):
     """A provider process with its own command line, reusing ProviderProcess's lifecycle."""
 
     def __init__(self, work_dir: Path, name: str, args: list[str]) -> None:
-        super().__init__(work_dir, work_dir / f"{name}.sock", "127.0.0.1")
+        super().__init__(work_dir, work_dir / f"{name}.sock", "127.0.0.1", node_name=name)
         self.log_path = work_dir / f"{name}.log"
         self.args = [*args, "--listen", f"unix://{self.socket_path}"]
 

@@ -30,8 +30,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from tests.e2e.network import TestNetwork
-from tests.e2e.test_grpc_provider_e2e import ProviderProcess
-from tests.e2e.vkubelet_process import VkubeletProcess, free_port, service_account_kubeconfig, wait_for
+from tests.e2e.vkubelet_process import (
+    ProviderProcess,
+    VkubeletProcess,
+    free_port,
+    service_account_kubeconfig,
+    wait_for,
+)
 from tests.fakes.streams import StreamingProvider
 from vkubelet.adapters.kubeletapi.server import KubeletServer
 from vkubelet.adapters.kubeletapi.tls import server_tls
@@ -293,7 +298,7 @@ def stack(
 ) -> Iterator[Stack]:
     work_dir = tmp_path_factory.mktemp("streams")
     node_ip = test_network.node_ip if test_network else "127.0.0.1"
-    provider = ProviderProcess(work_dir, work_dir / "provider.sock", node_ip)
+    provider = ProviderProcess(work_dir, work_dir / "provider.sock", node_ip, node_name=STACK_NODE)
     provider.args[provider.args.index("--node-name") + 1] = STACK_NODE
     provider.start()
     config = work_dir / "grpc-provider.json"

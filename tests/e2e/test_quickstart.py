@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.vkubelet_process import REPO, wait_for
+from tests.e2e.vkubelet_process import REPO, leftovers, wait_for
 from vkubelet.adapters.localcluster.binaries import CACHE_ENV, default_cache_root
 from vkubelet.adapters.process.provider import ROOT_MARKER
 
@@ -35,21 +35,6 @@ def quick_start_script() -> str:
     match = QUICK_START.search(readme())
     assert match is not None, "README.md has no quick-start block (<!-- quick-start: ... --> + ```bash)"
     return match.group("script")
-
-
-def leftovers(markers: list[str]) -> list[str]:
-    """Command lines of live processes whose command line or environment mentions a marker."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            text = (entry / "cmdline").read_bytes() + b"\0" + (entry / "environ").read_bytes()
-        except OSError:  # gone meanwhile, or a kernel thread
-            continue
-        if any(marker.encode() in text for marker in markers):
-            found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-    return found
 
 
 @pytest.fixture

@@ -47,6 +47,21 @@ def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str, in
         time.sleep(interval)
 
 
+def leftovers(markers: list[str]) -> list[str]:
+    """Command lines of live processes whose command line or environment mentions a marker."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes() + b"\0" + (entry / "environ").read_bytes()
+        except OSError:  # gone meanwhile, or a kernel thread
+            continue
+        if any(marker.encode() in text for marker in markers):
+            found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,6 +5,7 @@ Fast: no Go build and no real control plane; fake executables stand in for the r
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
@@ -48,6 +49,8 @@ def fake_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "bincache"
     kube = root / COMPONENTS["kubernetes"].dir_name
     _script(kube / "kube-apiserver", 'echo "fake kube-apiserver: unexpected start" >&2; exit 1')
+    for controller in ("kube-scheduler", "kube-controller-manager"):
+        _script(kube / controller, f'echo "fake {controller}: unexpected start" >&2; exit 1')
     _script(kube / "kubectl", "exit 0")
     _script(root / COMPONENTS["etcd"].dir_name / "etcd", 'echo "fake etcd: should not run" >&2; exit 1')
     monkeypatch.setenv(CACHE_ENV, str(root))
@@ -199,3 +202,36 @@ def test_real_etcd_losing_its_port_is_named(
         LocalCluster(tmp_path / "work", binaries=binaries, etcd_port=listening_port).start()
     assert caught.value.port == listening_port
     assert "etcd client URL" in str(caught.value)
+
+
+def test_a_second_cluster_on_the_same_work_dir_is_refused(fake_cache: Path, tmp_path: Path) -> None:
+    work = tmp_path / "local-cluster"
+    holder = work.with_name("local-cluster.lock").open("w")  # as a running cluster holds it
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    holder.write("4242\n")
+    holder.flush()
+    (work / "pki").mkdir(parents=True)
+    (work / "pki" / "keep.txt").write_text("the running cluster's files")
+    try:
+        with pytest.raises(ClusterStartError) as caught:
+            LocalCluster(work, fresh=True).start()
+    finally:
+        holder.close()
+    message = str(caught.value)
+    assert f"another local control plane is running in {work} (process 4242)" in message
+    assert "VKUBELET_LOCAL_CLUSTER_DIR" in message
+    assert (work / "pki" / "keep.txt").exists()  # nothing of the running one was wiped
+
+
+def test_a_fresh_cluster_starts_from_an_empty_work_dir(fake_cache: Path, tmp_path: Path) -> None:
+    work = tmp_path / "local-cluster"
+    (work / "etcd").mkdir(parents=True)
+    (work / "stale.txt").write_text("from an earlier run")
+    with pytest.raises(ClusterStartError):  # the fake etcd exits at once
+        LocalCluster(work, fresh=True).start()
+    assert not (work / "stale.txt").exists()
+    assert (work / "pki" / "kubelet-serving-ca.crt").exists()  # the CSR signer's CA is generated
+    # The lock is released on failure: the next start gets past it.
+    with pytest.raises(ClusterStartError) as caught:
+        LocalCluster(work, fresh=True).start()
+    assert "another local control plane" not in str(caught.value)

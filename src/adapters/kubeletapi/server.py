@@ -244,6 +244,14 @@ class KubeletServer:
         site = web.TCPSite(runner, self._host or None, self._requested_port, ssl_context=self._ssl_context)
         try:
             await site.start()
+        except OSError as error:
+            await runner.cleanup()
+            # aiohttp's own wording names neither the listener nor how to choose another port.
+            raise OSError(
+                error.errno,
+                f"kubelet API: cannot listen on {self._host or '*'}:{self._requested_port}: "
+                f"{error.strerror or error} (choose another with --listen-address or KUBELET_PORT)",
+            ) from error
         except BaseException:
             await runner.cleanup()
             raise

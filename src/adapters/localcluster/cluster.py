@@ -85,6 +85,10 @@ class PortInUseError(ClusterStartError):
 class KubectlError(ClusterError, subprocess.CalledProcessError):
     """kubectl exited non-zero; the message includes its stderr."""
 
+    def __init__(self, returncode: int, cmd: Sequence[str], output: str, stderr: str) -> None:
+        # RuntimeError comes first in the MRO and would swallow the arguments: set them here.
+        subprocess.CalledProcessError.__init__(self, returncode, cmd, output, stderr)
+
     def __str__(self) -> str:
         command = " ".join(str(part) for part in self.cmd)
         return f"`{command}` exited with {self.returncode}:\n{self.stderr or self.output}"

@@ -17,9 +17,6 @@ from pathlib import Path
 
 from vkubelet.adapters.system import die_with_parent_prefix
 
-# The tree dies with the provider (even on kill -9): a restarted provider cannot adopt orphans
-# whose output pipes are gone, and vkubelet recreates what it no longer lists.
-_DIE_WITH_PROVIDER = die_with_parent_prefix()
 _SETSID = shutil.which("setsid")
 # Fallback for a controlling terminal without util-linux: a tiny Python trampoline.
 _CTTY_TRAMPOLINE = (
@@ -51,7 +48,9 @@ async def spawn(
     With ``controlling_tty``, stdin must be a pty's slave side, which becomes the session's
     controlling terminal.
     """
-    prefix: list[str] = list(_DIE_WITH_PROVIDER)
+    # The tree dies with the provider (even on kill -9): a restarted provider cannot adopt
+    # orphans whose output pipes are gone, and vkubelet recreates what it no longer lists.
+    prefix: list[str] = die_with_parent_prefix()
     if controlling_tty:
         # setsid(1) is not a group leader here, so it calls setsid() in place, then TIOCSCTTY.
         prefix += [_SETSID, "--ctty"] if _SETSID else [sys.executable, "-c", _CTTY_TRAMPOLINE]
