@@ -312,15 +312,16 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in both}
 
         daemon.kill()
+        # First the NoSchedule taint, then (a monitor period later) the NoExecute one that evicts.
         wait_for(
             lambda: (
                 node_condition(control_plane, LIFECYCLE_NODE)["status"] == "Unknown"
-                and UNREACHABLE in taint_keys(control_plane, LIFECYCLE_NODE)
+                and UNREACHABLE in taint_keys(control_plane, LIFECYCLE_NODE, effect="NoExecute")
             ),
             timeout=90,
-            what="the node lifecycle controller to mark the node Unknown and taint it unreachable",
+            what="the node lifecycle controller to mark the node Unknown and taint it unreachable:NoExecute",
         )
-        assert UNREACHABLE in taint_keys(control_plane, LIFECYCLE_NODE, effect="NoExecute")
+        assert UNREACHABLE in taint_keys(control_plane, LIFECYCLE_NODE, effect="NoSchedule")
         wait_for(
             lambda: (
                 "deletionTimestamp"
