@@ -35,7 +35,7 @@ from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import LogOptions, TerminalSize
 from vkubelet.domain.errors import DomainError, InvalidInput, NotFound, NotSupported, classify, is_error
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time
-from vkubelet.domain.provider import Capability, MetricFamily
+from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
 
 T = TypeVar("T")
 
@@ -45,6 +45,9 @@ CONTAINER = "app"
 CONTAINER_COMMAND = ("sh", "-c", "echo conformance; sleep 300")
 LOG_MARKER = b"conformance"
 MAX_LOG_BYTES = 1 << 20  # stop reading a log after this much
+# How long the node status case listens (at most ``timeout``). The kit cannot make a provider's
+# node change, so it only checks that the stream stays open and that what it sends is whole.
+NODE_STREAM_LISTEN_SECONDS = 1.0
 
 
 class Outcome(StrEnum):
@@ -460,24 +463,12 @@ async def describe_consistent(provider: Provider, ctx: CaseContext) -> None:
     if odd:
         raise CaseFailed("capabilities()", expected="Capability values", got=repr(odd))
     ctx.step("node_template")
-    template = await provider.node_template()
-    if not template.capacity:
-        raise CaseFailed("node_template().capacity", expected="a non-empty mapping", got="nothing")
-    missing = [key for key in ("cpu", "memory", "pods") if key not in template.capacity]
-    if missing:
-        raise CaseFailed(
-            "node_template().capacity", expected="cpu, memory and pods", got=f"no {', '.join(missing)}"
-        )
-    if not template.operating_system or not template.architecture:
-        raise CaseFailed(
-            "node_template()",
-            expected="an operating system and an architecture",
-            got=f"{template.operating_system!r}/{template.architecture!r}",
-        )
+    _check_template("node_template()", await provider.node_template())
 
     ref = _unknown_ref(ctx)
     undeclared: dict[Capability, Callable[[], Awaitable[object]]] = {
         Capability.POD_STATUS_STREAM: lambda: _first(provider.pod_status_updates()),
+        Capability.NODE_STATUS_STREAM: lambda: _first(provider.node_status_updates()),
         Capability.LOGS: lambda: _first(provider.container_logs(ref, CONTAINER, LogOptions())),
         Capability.EXEC: lambda: provider.exec_in_container(ref, CONTAINER, ["true"], ScriptedIO()),
         Capability.ATTACH: lambda: provider.attach_to_container(ref, CONTAINER, ScriptedIO()),
@@ -509,6 +500,65 @@ async def describe_consistent(provider: Provider, ctx: CaseContext) -> None:
     untested = sorted(c.value for c in declared & {Capability.ATTACH, Capability.PORT_FORWARD})
     if untested:
         ctx.note(f"declared but not exercised by this kit: {', '.join(untested)}")
+
+
+def _check_template(what: str, template: object) -> None:
+    """Fail unless ``template`` is a whole node template: cpu, memory and pods capacity, an OS
+    and an architecture."""
+    if not isinstance(template, NodeTemplate):
+        raise CaseFailed(what, expected="a node template", got=type(template).__name__)
+    if not template.capacity:
+        raise CaseFailed(f"{what}.capacity", expected="a non-empty mapping", got="nothing")
+    missing = [key for key in ("cpu", "memory", "pods") if key not in template.capacity]
+    if missing:
+        raise CaseFailed(f"{what}.capacity", expected="cpu, memory and pods", got=f"no {', '.join(missing)}")
+    if not template.operating_system or not template.architecture:
+        raise CaseFailed(
+            what,
+            expected="an operating system and an architecture",
+            got=f"{template.operating_system!r}/{template.architecture!r}",
+        )
+
+
+async def node_status_stream(provider: Provider, ctx: CaseContext) -> None:
+    """The node status stream opens and stays open while the kit listens, and every template it
+    sends is whole (cpu, memory and pods capacity, an OS and an architecture)."""
+    listen = min(ctx.timeout, NODE_STREAM_LISTEN_SECONDS)
+    received = 0
+
+    async def listen_to(stream: AsyncIterator[NodeTemplate]) -> None:
+        nonlocal received
+        try:
+            async for template in stream:
+                received += 1
+                _check_template(f"node_status_updates() template {received}", template)
+        except CaseFailed:
+            raise
+        except Exception as error:
+            raise CaseFailed(
+                "node_status_updates()",
+                expected=f"an open stream for {listen:g}s",
+                got=f"after {received} template(s), {_describe_error(error)}",
+            ) from None
+        raise CaseFailed(
+            "node_status_updates()",
+            expected=f"an open stream for {listen:g}s",
+            got=f"its end after {received} template(s)",
+        )
+
+    ctx.step("node_status_updates")
+    stream = provider.node_status_updates()
+    try:
+        await _within(ctx.clock, listen, listen_to(stream))
+    except _Expired:
+        pass  # still open: what the case wants
+    finally:
+        await _aclose(stream)
+    if received == 0:
+        ctx.note(
+            f"no template within {listen:g}s; the kit cannot change the node, so pushed changes "
+            "were not exercised (sending the current template first lets it check one)"
+        )
 
 
 async def ping(provider: Provider, ctx: CaseContext) -> None:
@@ -870,6 +920,12 @@ CASES: tuple[CaseSpec, ...] = (
         "the status stream reports Running",
         status_stream_running,
         Capability.POD_STATUS_STREAM,
+    ),
+    CaseSpec(
+        "node_status_stream",
+        "the node status stream stays open and sends whole templates",
+        node_status_stream,
+        Capability.NODE_STATUS_STREAM,
     ),
     CaseSpec("update_accepted", "update_pod is accepted", update_accepted),
     CaseSpec("delete_removes", "a deleted pod is gone and reported terminal", delete_removes),

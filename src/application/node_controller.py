@@ -8,7 +8,7 @@ annotations added by others are kept). It does not give up when the provider's f
 (upstream's bug 14): the node registers with Ready False and a reason, and transient API errors
 are retried with a cancellable backoff until the caller's startup timeout.
 
-:meth:`NodeController.run` then runs three independent loops, so that none can stall another:
+:meth:`NodeController.run` then runs independent loops, so that none can stall another:
 
 * **ping**: every ``ping_interval`` the provider is pinged, raced against ``ping_timeout`` on
   the Clock. There is never more than one ping in flight: a ping that outlives its timeout is
@@ -17,7 +17,18 @@ are retried with a cancellable backoff until the caller's startup timeout.
 * **status**: every ``status_interval``, or when woken, the status subresource is patched
   (strategic merge, only what vkubelet owns, see :mod:`vkubelet.domain.node`). If the node has
   been deleted the patch fails with NotFound and the node is recreated from the full manifest
-  (upstream's CLI never did, bug 15). Failed patches are retried after a short backoff.
+  (upstream's CLI never did, bug 15). Failed patches are retried after a short backoff. When the
+  template's labels, annotations or taints changed, the node's metadata and spec are brought in
+  line too (:func:`~vkubelet.domain.node.adoption_patch`: others' taints and labels are kept).
+* **node status stream**, only for a provider with the NODE_STATUS_STREAM capability: every
+  template the provider pushes goes through :meth:`NodeController.update_template`, which wakes
+  the status loop, so capacity, conditions, addresses and taints reach the Node within one patch.
+  Each subscription (the first one and every one after a break) also reads ``node_template()``
+  again, because the stream does not replay what changed while nobody listened; a template the
+  stream sends while that read is in flight wins over the read's answer (it is at least as new).
+  When the stream ends or fails it is opened again after a backoff (reset once a subscription
+  delivered something or stayed up longer than the backoff's cap). It never stops the
+  controller: every error is logged and retried.
 * **lease**: every ``renew_interval`` (10 s) the Lease in ``kube-node-lease`` is renewed
   (optimistic update; on Conflict re-read and retry; on other errors one cancellable backoff
   sleep per attempt, never two, bug 16). Its ownerReference follows the node's latest UID, so
@@ -52,7 +63,7 @@ from vkubelet.application.ports.cluster import (
     NodeGateway,
     ObjectRef,
 )
-from vkubelet.application.ports.provider import NodeHealth
+from vkubelet.application.ports.provider import NodeProvider
 from vkubelet.application.ports.runtime import Clock, Tracer
 from vkubelet.application.tracing import NullTracer
 from vkubelet.domain.backoff import Backoff
@@ -70,7 +81,7 @@ from vkubelet.domain.node import (
     ready_state,
     status_patch,
 )
-from vkubelet.domain.provider import NodeTemplate, Taint
+from vkubelet.domain.provider import Capability, NodeTemplate, Taint
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +141,7 @@ class NodeController:
         *,
         nodes: NodeGateway,
         leases: LeaseGateway,
-        provider: NodeHealth,
+        provider: NodeProvider,
         clock: Clock,
         settings: NodeControllerSettings,
         events: EventRecorder | None = None,
@@ -154,6 +165,10 @@ class NodeController:
         self._lease: Lease | None = None
         self._lease_renewed_at: datetime | None = None
         self._status_wakeup = asyncio.Event()
+        # Set when the template's labels, annotations or taints changed and the node's metadata
+        # and spec have not been patched since (the status patch cannot carry them).
+        self._spec_stale = False
+        self._streamed_templates = 0  # templates received from the node status stream
         self._tasks: list[asyncio.Task[None]] = []
         # Set once register() has created or adopted the node.
         self.ready = asyncio.Event()
@@ -281,9 +296,16 @@ class NodeController:
             )
 
     def update_template(self, template: NodeTemplate) -> None:
-        """Take a new template from the provider (capacity, conditions, ...) and patch the
-        status soon. Does not block."""
+        """Take a new template from the provider (capacity, conditions, addresses, labels,
+        taints) and patch the node soon. Does not block; a template equal to the current one
+        changes nothing."""
+        previous = self._template
+        if template == previous:
+            return
         self._template = template
+        if previous is None or _spec_fields(previous) != _spec_fields(template):
+            self._spec_stale = True
+        log.info("node %s: the provider's node template changed", self.name)
         self._status_wakeup.set()
 
     # -- running ------------------------------------------------------------------------------
@@ -296,6 +318,10 @@ class NodeController:
             asyncio.create_task(self._status_loop(), name=f"node-status:{self.name}"),
             asyncio.create_task(self._lease_loop(), name=f"node-lease:{self.name}"),
         ]
+        if Capability.NODE_STATUS_STREAM in self._provider.capabilities():
+            self._tasks.append(
+                asyncio.create_task(self._node_status_loop(), name=f"node-status-stream:{self.name}")
+            )
         try:
             done, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_EXCEPTION)
             for task in done:
@@ -391,6 +417,8 @@ class NodeController:
     async def patch_status(self) -> None:
         """Patch the node's status once; recreate the node if it has been deleted."""
         with self._tracer.span("NodeController.patch_status", {"node.name": self.name}):
+            template = self._template
+            spec_stale = self._spec_stale
             state = self.ready_state()
             desired = self._desired_node(state, previous=self._node)
             patch = status_patch(conditions_of(self._node or {}), desired)
@@ -398,19 +426,86 @@ class NodeController:
                 node = await self._api(self._nodes.patch_node_status(self.name, patch))
             except NotFound:
                 log.warning("node %s was deleted; recreating it", self.name)
-                node = await self._ensure_node()
+                node = await self._ensure_node()  # the full manifest: spec and labels included
+                self._spec_patched(template)
                 self._record_event(
                     EventType.WARNING, "NodeRecreated", f"Node {self.name} was deleted; recreated"
                 )
                 return
-            if self._uid and node_uid(node) != self._uid:
-                # Deleted and recreated by someone else between two patches: bring the
-                # stranger's labels and taints in line, as at adoption.
+            recreated = bool(self._uid) and node_uid(node) != self._uid
+            if recreated or spec_stale:
+                # Recreated by someone else between two patches, or the provider changed its
+                # labels or taints: bring the node's metadata and spec in line, as at adoption.
                 adopt = adoption_patch(node, desired)
                 if adopt is not None:
-                    log.warning("node %s was recreated by someone else; updating it: %s", self.name, adopt)
+                    if recreated:
+                        log.warning(
+                            "node %s was recreated by someone else; updating it: %s", self.name, adopt
+                        )
+                    else:
+                        log.info("node %s: applying the provider's labels and taints: %s", self.name, adopt)
                     node = await self._api(self._nodes.patch_node(self.name, adopt))
+            self._spec_patched(template)
             self._remember(node, state)
+
+    def _spec_patched(self, template: NodeTemplate | None) -> None:
+        """The node's metadata and spec now follow ``template``; still stale if it was replaced
+        during the patch (the next patch takes the newer one)."""
+        if self._template is template:
+            self._spec_stale = False
+
+    # -- node status stream -------------------------------------------------------------------
+    async def _node_status_loop(self) -> None:
+        """Follow the provider's node status stream until cancelled; see the module docstring."""
+        failures = 0
+        while True:
+            if Capability.NODE_STATUS_STREAM not in self._provider.capabilities():
+                # The provider behind the same address no longer declares it: do not ask, look
+                # again later.
+                failures = 0
+                await self._clock.sleep(self._settings.status_interval)
+                continue
+            started = self._clock.monotonic()
+            received = self._streamed_templates
+            try:
+                await self._follow_node_status()
+                problem = "the provider ended the stream"
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # never let the stream stop the controller
+                problem = f"{type(error).__name__}: {error}"
+            lasted = self._clock.monotonic() - started
+            if self._streamed_templates > received or lasted >= self._settings.retry.cap:
+                failures = 0  # that subscription worked: start the backoff over
+            failures += 1
+            delay = self._settings.retry.delay(failures)
+            log.warning(
+                "node status stream of node %s: %s; subscribing again in %.1f s (attempt %d)",
+                self.name,
+                problem,
+                delay,
+                failures,
+            )
+            await self._clock.sleep(delay)
+
+    async def _follow_node_status(self) -> None:
+        """One subscription: open the stream, read the template again, then take every template
+        the stream sends until it ends (returns) or breaks (raises)."""
+        stream = asyncio.create_task(self._take_streamed_templates(), name=f"node-status-updates:{self.name}")
+        try:
+            before = self._streamed_templates
+            template = await self._fetch_template()
+            if self._streamed_templates == before:
+                self.update_template(template)
+            await stream
+        finally:
+            stream.cancel()
+            await asyncio.gather(stream, return_exceptions=True)
+
+    async def _take_streamed_templates(self) -> None:
+        async for template in self._provider.node_status_updates():
+            self._streamed_templates += 1
+            self.update_template(template)
 
     # -- lease --------------------------------------------------------------------------------
     async def _lease_loop(self) -> None:
@@ -567,6 +662,18 @@ def _consume_outcome(future: asyncio.Future[Any]) -> None:
     """Mark an abandoned call's exception as seen (it was already reported as a timeout)."""
     if not future.cancelled():
         future.exception()
+
+
+def _spec_fields(template: NodeTemplate) -> tuple[object, ...]:
+    """What of a template ends up in the node's metadata and spec rather than its status."""
+    return (
+        dict(template.labels),
+        dict(template.annotations),
+        template.taints,
+        template.provider_id,
+        template.operating_system,
+        template.architecture,
+    )
 
 
 def _retryable(error: BaseException) -> bool:

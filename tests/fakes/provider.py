@@ -123,6 +123,10 @@ class FakeProvider:
         while True:
             yield await self._updates.get()
 
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        raise NotSupported("no node status stream")
+        yield  # pragma: no cover - makes this an async generator
+
     async def ping(self) -> None:
         await self._enter("ping")
 

@@ -26,7 +26,7 @@ from vkubelet.application.conformance import CASES, Outcome, Report, run_conform
 from vkubelet.application.ports.streams import StreamIO
 from vkubelet.domain.errors import NotFound, Transient
 from vkubelet.domain.pod import Pod, PodRef
-from vkubelet.domain.provider import Capability
+from vkubelet.domain.provider import Capability, NodeTemplate
 from vkubelet.entrypoints.conformance_cli import Options, check, parse_args
 
 # In-process providers answer at once; a short wait keeps the failing cases quick.
@@ -52,6 +52,8 @@ async def test_mock_provider_in_process_passes_or_skips_every_case() -> None:
     assert report.result("logs_contain_output").reason == "capability 'logs' not declared"
     assert report.result("exec_exit_code_and_stdin").reason == "capability 'exec' not declared"
     assert report.result("status_stream_running").outcome is Outcome.PASS
+    node_stream = report.result("node_status_stream")
+    assert (node_stream.outcome, node_stream.notes) == (Outcome.PASS, ())  # it sent its template
     assert report.result("stats_summary_has_pod").outcome is Outcome.PASS
     # Every case cleaned up after itself.
     assert await provider.list_pods() == []
@@ -127,6 +129,9 @@ class BrokenProvider:
             manifest = copy.deepcopy(dict(pod.manifest))
             manifest["status"] = {"phase": "Pending"}
             yield Pod(pod.ref, manifest)
+
+    def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        return self._mock.node_status_updates()
 
     async def stats_summary(self) -> Mapping[str, Any]:
         return await self._mock.stats_summary()
@@ -207,6 +212,95 @@ async def test_check_exits_zero_for_the_mock_provider() -> None:
     assert "0 failed" in out.getvalue()
 
 
+# -- the node status stream case ---------------------------------------------------------------
+
+
+class NodeStreamThatFails(MockProvider):
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        raise Transient("the node feed is down")
+        yield  # pragma: no cover - makes this an async generator
+
+
+class NodeStreamThatEnds(MockProvider):
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        yield await self.node_template()
+
+
+class NodeStreamWithPartialTemplates(MockProvider):
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        yield NodeTemplate(capacity={"cpu": "8"})  # a delta, not the whole template
+        await asyncio.Event().wait()
+
+
+class QuietNodeStream(MockProvider):
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        await asyncio.Event().wait()  # open, but only changes are sent (and none happen)
+        yield await self.node_template()  # pragma: no cover
+
+
+class UndeclaredNodeStream(MockProvider):
+    """Streams node templates but does not declare it (the method should say NotSupported)."""
+
+    def capabilities(self) -> frozenset[Capability]:
+        return super().capabilities() - {Capability.NODE_STATUS_STREAM}
+
+
+@pytest.mark.parametrize(
+    ("provider_class", "reason"),
+    [
+        (
+            NodeStreamThatFails,
+            "node_status_updates(): expected an open stream for 1s, "
+            "got after 0 template(s), Transient: the node feed is down",
+        ),
+        (
+            NodeStreamThatEnds,
+            "node_status_updates(): expected an open stream for 1s, got its end after 1 template(s)",
+        ),
+        (
+            NodeStreamWithPartialTemplates,
+            "node_status_updates() template 1.capacity: expected cpu, memory and pods, got no memory, pods",
+        ),
+    ],
+)
+async def test_node_status_stream_case_fails_a_stream_that_breaks_the_contract(
+    provider_class: type[MockProvider], reason: str
+) -> None:
+    report = await run_conformance(
+        provider_class(node_name="vk-node"),
+        clock=SystemClock(),
+        wait_seconds=WAIT,
+        only=["node_status_stream"],
+    )
+    result = report.result("node_status_stream")
+    assert (result.outcome, result.reason) == (Outcome.FAIL, reason)
+
+
+async def test_node_status_stream_case_passes_a_quiet_open_stream_with_a_note() -> None:
+    report = await run_conformance(
+        QuietNodeStream(node_name="vk-node"),
+        clock=SystemClock(),
+        wait_seconds=WAIT,
+        only=["node_status_stream"],
+    )
+    result = report.result("node_status_stream")
+    assert result.outcome is Outcome.PASS, result.reason
+    assert len(result.notes) == 1 and result.notes[0].startswith("no template within 1s"), result.notes
+
+
+async def test_an_undeclared_node_stream_that_answers_fails_describe_and_skips_the_case() -> None:
+    report = await run_conformance(
+        UndeclaredNodeStream(node_name="vk-node"),
+        clock=SystemClock(),
+        wait_seconds=WAIT,
+        only=["describe_consistent", "node_status_stream"],
+    )
+    assert report.result("describe_consistent").reason == (
+        "undeclared capability 'node-status-stream': expected NotSupported, got success"
+    )
+    assert report.result("node_status_stream").reason == "capability 'node-status-stream' not declared"
+
+
 # -- hung providers: every wait is bounded on the Clock ----------------------------------------
 
 
@@ -268,6 +362,7 @@ async def test_mock_provider_over_grpc_passes_or_skips_every_case() -> None:
     # Over the wire the pod without a UID is refused (INVALID_ARGUMENT -> InvalidInput).
     assert report.result("invalid_input_rejected").outcome is Outcome.PASS
     assert report.result("status_stream_running").outcome is Outcome.PASS
+    assert report.result("node_status_stream").outcome is Outcome.PASS
     assert report.capabilities == mock.capabilities()
     assert await mock.list_pods() == []
 

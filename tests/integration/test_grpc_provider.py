@@ -13,13 +13,17 @@ import grpc.aio
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
+from tests.fakes.cluster import FakeLeaseGateway, FakeNodeGateway
 from vkubelet.adapters.certs import issue, new_ca
 from vkubelet.adapters.grpc._generated import provider_pb2 as pb
 from vkubelet.adapters.grpc._generated import provider_pb2_grpc as pb_grpc
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import parse_grpc_config
 from vkubelet.adapters.grpc.server import RunningServer, ServerTLS, start_server
+from vkubelet.adapters.mock.config import MockNodeConfig
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.system import SystemClock
+from vkubelet.application.node_controller import NodeController, NodeControllerSettings
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO, TerminalSize
 from vkubelet.domain.errors import (
     Conflict,
@@ -31,7 +35,7 @@ from vkubelet.domain.errors import (
     Transient,
 )
 from vkubelet.domain.pod import Pod, PodRef
-from vkubelet.domain.provider import Capability, NodeTemplate
+from vkubelet.domain.provider import Capability, NodeCondition, NodeTemplate, Taint
 
 
 def make_pod(uid: str = "uid-1", name: str = "web") -> Pod:
@@ -468,3 +472,114 @@ async def test_node_template_crosses_intact() -> None:
         provider_id="p://1",
     )
     assert convert.template_from_proto(convert.template_to_proto(template)) == template
+
+
+# -- the node status stream (WatchNodeStatus) ---------------------------------------------------
+
+
+async def test_a_capacity_change_of_the_mock_crosses_the_node_status_stream() -> None:
+    mock = MockProvider(node_name="vk-node", config=MockNodeConfig(cpu="4", memory="8Gi", pods="10"))
+    server = await start_server(mock, address="127.0.0.1:0")
+    client = await connected(server.address)
+    try:
+        assert Capability.NODE_STATUS_STREAM in client.capabilities()
+        stream = client.node_status_updates()
+        first = await asyncio.wait_for(anext(stream), 5)
+        assert first == await client.node_template() == await mock.node_template()
+        assert first.capacity["cpu"] == "4"
+
+        taint = Taint("example.com/gpu", "true", "NoSchedule")
+        condition = NodeCondition("example.com/Quota", "True", "QuotaLow", "low")
+        mock.update_node(
+            capacity={"cpu": "8", "memory": "8Gi", "pods": "10"},
+            allocatable={"cpu": "7", "memory": "7Gi", "pods": "10"},
+            taints=[taint],
+            conditions=[condition],
+        )
+
+        pushed = await asyncio.wait_for(anext(stream), 5)
+        assert pushed == await mock.node_template()
+        assert pushed.capacity["cpu"] == "8"
+        assert pushed.allocatable == {"cpu": "7", "memory": "7Gi", "pods": "10"}
+        assert pushed.taints == (taint,)
+        assert pushed.conditions == (condition,)
+        await stream.aclose()
+    finally:
+        await client.close()
+        await server.stop(0)
+
+
+async def test_the_node_status_stream_of_a_provider_without_it_is_not_supported(
+    echo_client: GrpcProvider,
+) -> None:
+    assert Capability.NODE_STATUS_STREAM not in echo_client.capabilities()
+    with pytest.raises(NotSupported, match="node-status-stream"):
+        await asyncio.wait_for(anext(echo_client.node_status_updates()), 5)
+
+
+class OneShotNodeProvider(MockProvider):
+    """Sends its template once, then ends the node status stream."""
+
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        yield await self.node_template()
+
+
+async def test_a_node_status_stream_the_provider_ends_raises_transient() -> None:
+    server = await start_server(OneShotNodeProvider(node_name="vk-once"), address="127.0.0.1:0")
+    client = await connected(server.address)
+    try:
+        stream = client.node_status_updates()
+        assert (await asyncio.wait_for(anext(stream), 5)).capacity
+        with pytest.raises(Transient, match="WatchNodeStatus: the provider ended the stream"):
+            await asyncio.wait_for(anext(stream), 5)
+    finally:
+        await client.close()
+        await server.stop(0)
+
+
+async def test_node_controller_follows_the_mock_over_grpc_and_across_a_restart() -> None:
+    """The whole chain: MockProvider.update_node -> SDK server -> GrpcProvider -> NodeController
+    -> the Node's status and taints; then the provider restarts with another node."""
+    config = MockNodeConfig(cpu="4", memory="8Gi", pods="10")
+    mock = MockProvider(node_name="vk-grpc", config=config)
+    server = await start_server(mock, address="127.0.0.1:0")
+    port = server.port
+    client = await connected(server.address, reconnect_backoff_min=0.1, reconnect_backoff_max=0.5)
+    nodes = FakeNodeGateway()
+    controller = NodeController(
+        nodes=nodes,
+        leases=FakeLeaseGateway(),
+        provider=client,
+        clock=SystemClock(),
+        # A status patch every 10 minutes: anything sooner was pushed by the stream.
+        settings=NodeControllerSettings(name="vk-grpc", provider="grpc", status_interval=600),
+    )
+
+    def capacity_cpu() -> str:
+        return str(nodes.node("vk-grpc")["status"]["capacity"]["cpu"])
+
+    running: asyncio.Task[None] | None = None
+    try:
+        await controller.register()
+        running = asyncio.create_task(controller.run())
+        assert capacity_cpu() == "4"
+
+        taint = Taint("example.com/gpu", "true", "NoSchedule")
+        mock.update_node(capacity={"cpu": "8", "memory": "8Gi", "pods": "10"}, taints=[taint])
+        await wait_for(lambda: capacity_cpu() == "8", seconds=5)
+        assert taint.to_manifest() in nodes.node("vk-grpc")["spec"]["taints"]
+
+        # The provider restarts knowing a bigger node; nothing is pushed about it.
+        await server.stop(0)
+        server = await start_server(
+            MockProvider(node_name="vk-grpc", config=MockNodeConfig(cpu="16", memory="8Gi", pods="10")),
+            address=f"127.0.0.1:{port}",
+        )
+        await wait_for(lambda: capacity_cpu() == "16", seconds=15)
+        assert not running.done()
+    finally:
+        await controller.stop()
+        if running is not None:
+            await running
+        await client.close()
+        await server.stop(0)

@@ -1,4 +1,5 @@
-"""The in-process mock provider: config, lifecycle, status stream, stats and metrics."""
+"""The in-process mock provider: config, lifecycle, pod and node status streams, stats and
+metrics."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from vkubelet.adapters.mock.provider import (
     POD_DELETED_REASON,
     MockProvider,
 )
-from vkubelet.domain.errors import NotFound
+from vkubelet.domain.errors import InvalidInput, NotFound, Permanent
 from vkubelet.domain.pod import Pod, PodRef, format_time
-from vkubelet.domain.provider import Capability, Taint
+from vkubelet.domain.provider import Capability, NodeAddress, NodeCondition, NodeTemplate, Taint
 
 
 def make_pod(
@@ -174,10 +175,84 @@ async def test_node_template_comes_from_the_config() -> None:
     await provider.ping()
 
 
-def test_capabilities_exclude_streams(provider: MockProvider) -> None:
+def test_capabilities_exclude_container_streams(provider: MockProvider) -> None:
     assert provider.capabilities() == frozenset(
-        {Capability.POD_STATUS_STREAM, Capability.STATS_SUMMARY, Capability.METRICS_RESOURCE}
+        {
+            Capability.POD_STATUS_STREAM,
+            Capability.NODE_STATUS_STREAM,
+            Capability.STATS_SUMMARY,
+            Capability.METRICS_RESOURCE,
+        }
     )
+
+
+# -- the node status stream ---------------------------------------------------------------------
+async def next_within(stream: Any, seconds: float = 5.0) -> NodeTemplate:
+    item: NodeTemplate = await asyncio.wait_for(anext(stream), seconds)
+    return item
+
+
+async def test_node_stream_sends_the_current_template_then_each_change() -> None:
+    provider = MockProvider(node_name="vk-0", config=MockNodeConfig(cpu="4", memory="8Gi", pods="10"))
+    stream = provider.node_status_updates()
+    assert await next_within(stream) == await provider.node_template()
+
+    taint = Taint("example.com/gpu", "true", "NoSchedule")
+    condition = NodeCondition("example.com/Quota", "True", "QuotaLow", "low")
+    changed = provider.update_node(
+        capacity={"cpu": "8", "memory": "8Gi", "pods": "10"}, taints=[taint], conditions=[condition]
+    )
+
+    pushed = await next_within(stream)
+    assert pushed == changed == await provider.node_template()
+    assert pushed.capacity["cpu"] == "8"
+    assert pushed.taints == (taint,)
+    assert pushed.conditions == (condition,)
+    # The parts not named are kept as they were.
+    assert pushed.addresses == (NodeAddress("InternalIP", "127.0.0.1"),)
+    assert pushed.labels == {}
+    await stream.aclose()
+
+
+async def test_node_stream_gives_a_slow_reader_the_latest_template_to_every_reader(
+    clock: FakeClock,
+) -> None:
+    provider = MockProvider(node_name="vk-0", clock=clock)
+    first, second = provider.node_status_updates(), provider.node_status_updates()
+    await next_within(first)
+    await next_within(second)
+
+    for cpu in ("5", "6", "7"):
+        provider.update_node(capacity={"cpu": cpu, "memory": "1Gi", "pods": "10"})
+
+    assert (await next_within(first)).capacity["cpu"] == "7"
+    assert (await next_within(second)).capacity["cpu"] == "7"
+    waiting = asyncio.ensure_future(anext(first))
+    await clock.settle()  # every runnable task ran: the mock does no I/O
+    assert not waiting.done()  # nothing new: the stream waits for the next change
+    provider.update_node(allocatable={"cpu": "6", "memory": "1Gi", "pods": "10"})
+    assert (await asyncio.wait_for(waiting, 5)).allocatable == {"cpu": "6", "memory": "1Gi", "pods": "10"}
+
+
+async def test_close_ends_the_node_stream_and_refuses_changes() -> None:
+    provider = MockProvider(node_name="vk-0")
+    stream = provider.node_status_updates()
+    await next_within(stream)
+    waiting = asyncio.ensure_future(anext(stream))
+    await provider.close()
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(waiting, 5)
+    assert [t async for t in provider.node_status_updates()] == []
+    with pytest.raises(Permanent, match="closed"):
+        provider.update_node(capacity={"cpu": "1"})
+
+
+async def test_update_node_rejects_an_empty_capacity() -> None:
+    provider = MockProvider(node_name="vk-0")
+    before = await provider.node_template()
+    with pytest.raises(InvalidInput, match="capacity"):
+        provider.update_node(capacity={})
+    assert await provider.node_template() == before
 
 
 # -- lifecycle ----------------------------------------------------------------------------------

@@ -285,8 +285,12 @@ class GrpcProvider:
             call.cancel()
         raise Transient("provider WatchPodStatus: the provider ended the stream")
 
+    # -- NodeStatusSource -------------------------------------------------------------------
     async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
-        """Node templates as the provider reports changes (capability NODE_STATUS_STREAM)."""
+        """The provider's whole node template each time it changes (capability
+        NODE_STATUS_STREAM), converted like Describe's. Waits for the channel when the provider
+        is away; raises Transient when the stream breaks or the provider ends it (the caller
+        subscribes again), NotSupported when the provider answers UNIMPLEMENTED."""
         call = self._stub_now().WatchNodeStatus(
             pb.WatchNodeStatusRequest(), wait_for_ready=True, metadata=trace_metadata()
         )
@@ -297,6 +301,7 @@ class GrpcProvider:
             raise from_rpc_error(error, call="WatchNodeStatus") from error
         finally:
             call.cancel()
+        raise Transient("provider WatchNodeStatus: the provider ended the stream")
 
     # -- NodeHealth -------------------------------------------------------------------------
     async def ping(self) -> None:

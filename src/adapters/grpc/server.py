@@ -259,6 +259,8 @@ class _Servicer(pb_grpc.ProviderServicer):
         self, request: pb.WatchNodeStatusRequest, context: grpc.aio.ServicerContext
     ) -> None:
         self._require(Capability.NODE_STATUS_STREAM)
+        # Looked up rather than called: a provider written before the port had this method may
+        # still declare the capability by mistake, and deserves a readable UNIMPLEMENTED.
         updates = getattr(self._provider, "node_status_updates", None)
         if updates is None:
             raise NotSupported("the provider declares node-status-stream but has no node_status_updates()")

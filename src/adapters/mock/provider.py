@@ -19,8 +19,15 @@ It implements the ``Provider`` port for demos, tests and the e2e suite, followin
   ``MockProviderPodDeleted``, every container ``Terminated`` with reason
   ``MockProviderPodContainerDeleted``, exit code 0 and the original start time when the
   container was running (upstream dereferenced the running state and crashed otherwise).
-* **Capabilities.** Status stream, stats summary and resource metrics only. No logs, exec,
-  attach or port-forward: those answer 501 on the kubelet API instead of upstream's fake success.
+* **Node status stream.** The node template starts as the config file says; tests and demos
+  change it at run time with :meth:`MockProvider.update_node` (capacity, allocatable, conditions,
+  addresses, labels, taints). :meth:`MockProvider.node_status_updates` sends the current template
+  at once and then the whole template after each change. It keeps only the latest value, so a
+  slow reader skips intermediate templates (each one is whole, nothing is lost) and no queue
+  grows; any number of readers may follow it. It ends after ``close``.
+* **Capabilities.** Pod and node status streams, stats summary and resource metrics only. No
+  logs, exec, attach or port-forward: those answer 501 on the kubelet API instead of upstream's
+  fake success.
 * **Deterministic usage.** Stats and metrics derive from a stable hash of ``uid/container``
   instead of random numbers: each container uses a constant 1-100 millicores and
   8-136 MiB of working set; its cumulative CPU time is that rate times the time since it
@@ -38,10 +45,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import hashlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -58,7 +66,9 @@ from vkubelet.domain.provider import (
     Capability,
     MetricFamily,
     NodeAddress,
+    NodeCondition,
     NodeTemplate,
+    Taint,
 )
 
 log = logging.getLogger(__name__)
@@ -71,7 +81,12 @@ CONTAINER_DELETED_REASON = "MockProviderPodContainerDeleted"
 CONTAINER_DELETED_MESSAGE = "Mock provider terminated container upon deletion"
 
 _CAPABILITIES = frozenset(
-    {Capability.POD_STATUS_STREAM, Capability.STATS_SUMMARY, Capability.METRICS_RESOURCE}
+    {
+        Capability.POD_STATUS_STREAM,
+        Capability.NODE_STATUS_STREAM,
+        Capability.STATS_SUMMARY,
+        Capability.METRICS_RESOURCE,
+    }
 )
 _MIB = 1024 * 1024
 
@@ -139,6 +154,9 @@ class MockProvider:
         self._retired_core_nano_seconds = 0  # CPU time of deleted pods, so the node counter grows
         self._updates: asyncio.Queue[Pod | _Stop] = asyncio.Queue()
         self._closed = False
+        self._template = self._initial_template()
+        self._template_version = 0  # bumped by every update_node
+        self._template_changed = asyncio.Event()  # set (and replaced) by every update_node and close
 
     # -- PodLifecycle ---------------------------------------------------------------------
     async def create_pod(self, pod: Pod) -> None:
@@ -210,6 +228,9 @@ class MockProvider:
         self._check_open()
 
     async def node_template(self) -> NodeTemplate:
+        return self._template
+
+    def _initial_template(self) -> NodeTemplate:
         config = self._config
         return NodeTemplate(
             capacity=dict(config.capacity),
@@ -223,15 +244,70 @@ class MockProvider:
             provider_id=config.provider_id,
         )
 
+    # -- NodeStatusSource -----------------------------------------------------------------
+    def update_node(
+        self,
+        *,
+        capacity: Mapping[str, str] | None = None,
+        allocatable: Mapping[str, str] | None = None,
+        conditions: Iterable[NodeCondition] | None = None,
+        addresses: Iterable[NodeAddress] | None = None,
+        labels: Mapping[str, str] | None = None,
+        taints: Iterable[Taint] | None = None,
+    ) -> NodeTemplate:
+        """Change the node as the backing system would (None keeps a part as it is) and push
+        the new whole template to the node status stream; returns it.
+
+        ``capacity`` replaces the whole capacity map; ``allocatable`` set to a map stops it
+        following the capacity. Raises InvalidInput for an empty capacity.
+        """
+        self._check_open()
+        changes: dict[str, Any] = {}
+        if capacity is not None:
+            if not capacity:
+                raise InvalidInput("the mock node's capacity cannot be empty")
+            changes["capacity"] = dict(capacity)
+        if allocatable is not None:
+            changes["allocatable"] = dict(allocatable)
+        if conditions is not None:
+            changes["conditions"] = tuple(conditions)
+        if addresses is not None:
+            changes["addresses"] = tuple(addresses)
+        if labels is not None:
+            changes["labels"] = dict(labels)
+        if taints is not None:
+            changes["taints"] = tuple(taints)
+        self._template = dataclasses.replace(self._template, **changes)
+        self._template_version += 1
+        self._wake_node_readers()
+        log.info("mock: node template changed: %s", ", ".join(sorted(changes)) or "nothing")
+        return self._template
+
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        """The current template at once, then the latest one after each :meth:`update_node`.
+        Ends after :meth:`close`. Any number of readers."""
+        sent: int | None = None
+        while not self._closed:
+            if sent == self._template_version:
+                await self._template_changed.wait()
+                continue
+            sent = self._template_version
+            yield self._template
+
+    def _wake_node_readers(self) -> None:
+        changed, self._template_changed = self._template_changed, asyncio.Event()
+        changed.set()
+
     # -- capabilities and lifecycle -------------------------------------------------------
     def capabilities(self) -> frozenset[Capability]:
         return _CAPABILITIES
 
     async def close(self) -> None:
-        """End the status stream. Pods are kept (they "keep running")."""
+        """End the status streams. Pods are kept (they "keep running")."""
         if not self._closed:
             self._closed = True
             self._updates.put_nowait(_Stop())
+            self._wake_node_readers()
 
     # -- ContainerStreams: the mock runs no processes, so it says so (upstream faked success) --
     async def container_logs(self, ref: PodRef, container: str, options: LogOptions) -> AsyncIterator[bytes]:

@@ -20,6 +20,8 @@
   directory. ``delete_pod`` returns at once; the status stream carries the end.
 * **Networking.** Processes share the host network: podIP is the host IP, and port-forward
   connects to 127.0.0.1.
+* **Node.** This host's node does not change while the provider runs: the node status stream
+  sends the template once and stays open until ``close``.
 
 Every method runs on one event loop; none awaits inside a read-modify-write of the tables.
 """
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 _CAPABILITIES = frozenset(
     {
         Capability.POD_STATUS_STREAM,
+        Capability.NODE_STATUS_STREAM,
         Capability.LOGS,
         Capability.EXEC,
         Capability.ATTACH,
@@ -184,6 +187,7 @@ class ProcessProvider:
         self._cpu_samples: dict[int, tuple[float, int]] = {}  # leader pid -> (monotonic, cpu ns)
         self._retired_cpu = 0
         self._closed = False
+        self._closing = asyncio.Event()  # set by close(): ends the node status stream
 
     def reap_orphans(self) -> int:
         """Kill every process a previous provider with this root dir left behind, and remove
@@ -293,6 +297,15 @@ class ProcessProvider:
             architecture=host_architecture(),
         )
 
+    # -- NodeStatusSource -----------------------------------------------------------------
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        """The template once (this host's node does not change while the provider runs), then
+        nothing until :meth:`close` ends the stream. Any number of readers."""
+        if self._closed:
+            return
+        yield await self.node_template()
+        await self._closing.wait()
+
     def capabilities(self) -> frozenset[Capability]:
         return _CAPABILITIES
 
@@ -301,6 +314,7 @@ class ProcessProvider:
         if self._closed:
             return
         self._closed = True
+        self._closing.set()
         grace = min(self._max_grace or 5.0, 5.0)
         stopping = []
         for entry in list(self._pods.values()):

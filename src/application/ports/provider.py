@@ -67,6 +67,37 @@ class NodeHealth(Protocol):
         """Capacity, labels, taints, addresses, OS/arch of the node this provider backs."""
 
 
+class NodeStatusSource(Protocol):
+    """Pushes node changes (capability NODE_STATUS_STREAM); providers without it are not asked,
+    and their node keeps the template read at registration."""
+
+    def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        """Yield the provider's **whole** node template each time it changes: capacity,
+        allocatable, conditions, addresses, labels and taints together, never a delta (a key or
+        condition left out is not removed from the Node, see :mod:`vkubelet.domain.node`).
+
+        The stream may start with the current template; it need not replay changes made while
+        nobody listened: whenever the caller subscribes (at startup, after every break) it also
+        reads :meth:`NodeHealth.node_template`. The iterator ends or raises Transient when the
+        source breaks; the caller reconnects with backoff. A provider whose template never
+        changes may send it once and keep the stream open.
+        """
+        ...
+
+
+class Capabilities(Protocol):
+    """Which optional parts of the contract a provider implements."""
+
+    def capabilities(self) -> frozenset[Capability]:
+        """The optional parts this provider implements. Constant for its lifetime."""
+        ...
+
+
+class NodeProvider(NodeHealth, NodeStatusSource, Capabilities, Protocol):
+    """What the node controller asks of a provider: liveness, the template and, only with
+    NODE_STATUS_STREAM, the template's changes."""
+
+
 class Stats(Protocol):
     """Resource usage (capabilities STATS_SUMMARY and METRICS_RESOURCE)."""
 
@@ -77,13 +108,9 @@ class Stats(Protocol):
         """Node, pod and container CPU/memory usage with kubelet metric and label names."""
 
 
-class Provider(PodLifecycle, PodStatusSource, NodeHealth, Stats, ContainerStreams, Protocol):
+class Provider(PodLifecycle, PodStatusSource, NodeProvider, Stats, ContainerStreams, Protocol):
     """Everything vkubelet asks of a provider. Optional parts are listed by ``capabilities``;
     vkubelet never calls a method whose capability is absent (such methods raise NotSupported)."""
-
-    def capabilities(self) -> frozenset[Capability]:
-        """Which optional parts this provider implements. Constant for its lifetime."""
-        ...
 
     async def close(self) -> None:
         """Release resources at shutdown. Pods keep running."""

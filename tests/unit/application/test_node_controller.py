@@ -1,6 +1,7 @@
 """NodeController against in-memory fakes and a FakeClock (upstream node_test.go scenarios, §8,
 plus its bugs 13-16): registration, adoption, status patches, pings with timeouts, the Lease,
-recreation after a delete, shutdown. No network, no real sleeps.
+recreation after a delete, the provider's node status stream, shutdown. No network, no real
+sleeps.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.fakes.cluster import FakeEventRecorder, FakeLeaseGateway, FakeNodeGat
 from vkubelet.application.node_controller import NodeController, NodeControllerSettings
 from vkubelet.application.ports.cluster import Lease
 from vkubelet.domain.errors import InvalidInput, Transient
-from vkubelet.domain.provider import NodeCondition, NodeTemplate, Taint
+from vkubelet.domain.provider import Capability, NodeAddress, NodeCondition, NodeTemplate, Taint
 
 TAINT = Taint("virtual-kubelet.io/provider", "mock", "NoSchedule")
 TEMPLATE = NodeTemplate(capacity={"cpu": "8", "memory": "32Gi", "pods": "110"}, architecture="arm64")
@@ -92,7 +93,12 @@ class Leases(FakeLeaseGateway):
 
 
 class Provider:
-    """NodeHealth whose ping can fail, hang (optionally ignoring cancellation) and is counted."""
+    """NodeProvider whose ping can fail, hang (optionally ignoring cancellation) and is counted.
+
+    With ``node_stream`` it declares NODE_STATUS_STREAM: ``push`` sends a template down the
+    stream, ``break_stream`` makes the open stream raise (or, with None, end). Template reads
+    and subscriptions are counted, and a template read can be held at ``read_gate``.
+    """
 
     def __init__(self, template: NodeTemplate = TEMPLATE) -> None:
         self.template = template
@@ -103,6 +109,32 @@ class Provider:
         self.pings = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.node_stream = False
+        self.template_reads = 0
+        self.subscriptions = 0
+        self.read_gate: asyncio.Event | None = None
+        self._stream: asyncio.Queue[NodeTemplate | BaseException | None] = asyncio.Queue()
+
+    def capabilities(self) -> frozenset[Capability]:
+        return frozenset({Capability.NODE_STATUS_STREAM}) if self.node_stream else frozenset()
+
+    def push(self, template: NodeTemplate) -> None:
+        """The backing system's node changed: the provider's template and its stream follow."""
+        self.template = template
+        self._stream.put_nowait(template)
+
+    def break_stream(self, error: BaseException | None) -> None:
+        self._stream.put_nowait(error)
+
+    async def node_status_updates(self) -> AsyncIterator[NodeTemplate]:
+        self.subscriptions += 1
+        while True:
+            item = await self._stream.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     async def ping(self) -> None:
         self.pings += 1
@@ -122,7 +154,11 @@ class Provider:
             self.in_flight -= 1
 
     async def node_template(self) -> NodeTemplate:
-        return self.template
+        self.template_reads += 1
+        answer = self.template  # what the provider knew when the call arrived
+        if self.read_gate is not None:
+            await self.read_gate.wait()
+        return answer
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -505,6 +541,162 @@ async def test_template_update_is_patched_soon(h: Harness) -> None:
 
     assert h.node()["status"]["capacity"]["cpu"] == "16"
     assert {c["type"] for c in h.node()["status"]["conditions"]} >= {"example.com/Quota", "Ready"}
+
+
+# --- the provider's node status stream -----------------------------------------------------------
+
+SMALL = NodeTemplate(
+    capacity={"cpu": "4", "memory": "8Gi", "pods": "110"},
+    addresses=(NodeAddress("Hostname", "backend-a"),),
+    architecture="arm64",
+)
+GPU_TAINT = Taint("example.com/gpu", "true", "NoSchedule")
+QUOTA = NodeCondition("example.com/QuotaExceeded", "True", "QuotaLow", "98% of the quota is used")
+CORDON = {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}  # set by someone else
+
+
+def streaming(h: Harness, template: NodeTemplate = SMALL) -> Provider:
+    h.provider.node_stream = True
+    h.provider.template = template
+    return h.provider
+
+
+def taints_of(node: Mapping[str, Any]) -> list[Any]:
+    return list(node["spec"].get("taints") or [])
+
+
+async def test_template_pushed_by_the_provider_reaches_the_node_within_a_second(h: Harness) -> None:
+    provider = streaming(h)
+    await h.start()
+    h.nodes.set_by_other_actor("vk-0", {"spec": {"taints": [*taints_of(h.node()), CORDON]}})
+    assert h.node()["status"]["capacity"]["cpu"] == "4"
+
+    provider.push(
+        NodeTemplate(
+            capacity={"cpu": "8", "memory": "16Gi", "pods": "110"},
+            taints=(GPU_TAINT,),
+            conditions=(QUOTA,),
+            addresses=(NodeAddress("Hostname", "backend-b"),),
+            architecture="arm64",
+        )
+    )
+    await h.advance(1)  # the periodic status patch is 59 s away: only the stream can do this
+
+    node = h.node()
+    assert node["status"]["capacity"] == {"cpu": "8", "memory": "16Gi", "pods": "110"}
+    assert node["status"]["allocatable"]["cpu"] == "8"
+    quota = next(c for c in node["status"]["conditions"] if c["type"] == QUOTA.type)
+    assert (quota["status"], quota["reason"]) == ("True", "QuotaLow")
+    assert h.nodes.ready()["status"] == "True"
+    assert {"type": "Hostname", "address": "backend-b"} in node["status"]["addresses"]
+    assert {"type": "InternalIP", "address": "10.0.0.7"} in node["status"]["addresses"]
+    # The provider's new taint is added; vkubelet's own and the other actor's are kept.
+    taints = taints_of(node)
+    assert GPU_TAINT.to_manifest() in taints
+    assert TAINT.to_manifest() in taints
+    assert CORDON in taints
+
+
+async def test_an_unchanged_template_from_the_stream_patches_nothing(h: Harness) -> None:
+    provider = streaming(h)
+    await h.start()
+    await h.advance(1)
+    patches = (h.nodes.count("patch_node_status"), h.nodes.count("patch_node"))
+
+    provider.push(SMALL)
+    await h.advance(1)
+
+    assert (h.nodes.count("patch_node_status"), h.nodes.count("patch_node")) == patches
+
+
+async def test_a_broken_node_stream_is_reopened_with_backoff_and_the_template_read_again(
+    h: Harness,
+) -> None:
+    provider = streaming(h)
+    await h.start()
+    assert (provider.subscriptions, provider.template_reads) == (1, 2)  # register, then subscribe
+    # Changed while the stream is down: never streamed, so only the re-read can bring it.
+    provider.template = NodeTemplate(capacity={"cpu": "16", "memory": "8Gi", "pods": "110"})
+    provider.break_stream(Transient("provider restarting"))
+
+    await h.clock.advance(0.19)
+    assert provider.subscriptions == 1  # waiting out the first backoff (0.2 s)
+    await h.clock.advance(0.02)
+    assert (provider.subscriptions, provider.template_reads) == (2, 3)
+    await h.clock.settle()
+    assert h.node()["status"]["capacity"]["cpu"] == "16"
+
+    provider.break_stream(RuntimeError("a bug in the provider"))  # not a domain error either
+    await h.clock.advance(0.39)
+    assert provider.subscriptions == 2  # nothing came through: the backoff grew to 0.4 s
+    await h.clock.advance(0.02)
+    assert provider.subscriptions == 3
+
+    provider.break_stream(None)  # the provider ends the stream
+    await h.clock.advance(0.81)
+    assert provider.subscriptions == 4
+    assert h.task is not None and not h.task.done()  # the controller keeps running
+
+    provider.push(NodeTemplate(capacity={"cpu": "32", "memory": "8Gi", "pods": "110"}))
+    await h.advance(1)
+    assert h.node()["status"]["capacity"]["cpu"] == "32"
+
+
+async def test_a_node_stream_that_delivered_starts_its_backoff_over(h: Harness) -> None:
+    provider = streaming(h)
+    await h.start()
+    for _ in range(3):  # three subscriptions that deliver nothing: 0.2, 0.4, 0.8 s
+        provider.break_stream(Transient("flaky"))
+        await h.advance(2, step=0.1)
+    assert provider.subscriptions == 4
+
+    provider.push(NodeTemplate(capacity={"cpu": "5", "memory": "8Gi", "pods": "110"}))
+    await h.clock.settle()
+    provider.break_stream(Transient("flaky"))
+    await h.clock.advance(0.21)
+
+    assert provider.subscriptions == 5  # after 0.2 s again, not 1.6 s
+
+
+async def test_a_template_streamed_during_the_re_read_wins_over_its_answer(h: Harness) -> None:
+    provider = streaming(h)
+    await h.start()
+    provider.read_gate = asyncio.Event()  # the next template read hangs
+    provider.break_stream(Transient("provider restarting"))
+    await h.clock.advance(0.21)
+    assert provider.subscriptions == 2 and provider.template_reads == 3  # re-read in flight
+
+    provider.push(NodeTemplate(capacity={"cpu": "8", "memory": "8Gi", "pods": "110"}))
+    await h.clock.settle()
+    provider.read_gate.set()  # answers with the template from before the push
+    await h.advance(1)
+
+    assert h.node()["status"]["capacity"]["cpu"] == "8"
+
+
+async def test_a_provider_that_drops_the_capability_is_no_longer_asked(h: Harness) -> None:
+    provider = streaming(h)
+    await h.start()
+    provider.node_stream = False  # say, a new provider version behind the same address
+    provider.break_stream(Transient("provider restarting"))
+
+    await h.advance(59)
+    assert provider.subscriptions == 1  # the check after the backoff found it gone
+
+    provider.node_stream = True
+    await h.advance(61)  # looked at again one status interval later
+    assert provider.subscriptions == 2
+
+
+async def test_provider_without_the_node_status_capability_is_never_asked(h: Harness) -> None:
+    assert Capability.NODE_STATUS_STREAM not in h.provider.capabilities()
+    await h.start()
+
+    await h.advance(130)
+
+    assert h.provider.subscriptions == 0
+    assert h.provider.template_reads == 1  # at registration only
+    assert h.nodes.count("patch_node_status") == 2  # the controller did run: at 60 s and 120 s
 
 
 # --- lease -------------------------------------------------------------------------------------------
