@@ -4,8 +4,10 @@
     vkubelet-mock-provider --listen unix:///run/vk-mock.sock
 
 The conformance kit and the e2e tests run against it. ``--provider-config`` is the mock's own
-format (JSON keyed by node name, see ``vkubelet.adapters.mock.config``). With ``--tls-cert`` and
-``--tls-key`` it serves TLS, and with ``--client-ca`` too it requires client certificates.
+format (JSON keyed by node name, see ``vkubelet.adapters.mock.config``). SIGHUP re-reads it and
+pushes the node's new capacity, labels and taints to vkubelet over the node status stream.
+With ``--tls-cert`` and ``--tls-key`` it serves TLS, and with ``--client-ca`` too it requires
+client certificates.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ def _build(args: argparse.Namespace) -> MockProvider:
     return MockProvider(node_name=args.nodename, config=config, internal_ip=args.internal_ip)
 
 
+def _reload(args: argparse.Namespace, provider: MockProvider) -> None:
+    config = load_mock_config(args.provider_config, node_name=args.nodename)
+    provider.update_node(capacity=config.capacity, labels=config.labels, taints=config.taints)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_provider_server(_parser(), argv, _build, name="mock")
+    return run_provider_server(_parser(), argv, _build, name="mock", reload=_reload)
 
 
 if __name__ == "__main__":

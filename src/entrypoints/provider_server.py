@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from vkubelet import __version__
 from vkubelet.adapters.grpc.server import ServerTLS, serve
 from vkubelet.application.ports.provider import Provider
 from vkubelet.domain.errors import InvalidInput
+
+P = TypeVar("P", bound=Provider)
+log = logging.getLogger(__name__)
 
 
 def provider_parser(program: str, doc: str | None) -> argparse.ArgumentParser:
@@ -36,12 +41,16 @@ def add_serving_flags(parser: argparse.ArgumentParser) -> None:
 def run_provider_server(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
-    build: Callable[[argparse.Namespace], Provider],
+    build: Callable[[argparse.Namespace], P],
     *,
     name: str,
+    reload: Callable[[argparse.Namespace, P], None] | None = None,
 ) -> int:
     """Parse, build the provider with ``build`` and serve it. Exit codes: 0 stopped by a signal,
-    2 invalid input (flags or provider config), 1 an OS error (e.g. the address is taken)."""
+    2 invalid input (flags or provider config), 1 an OS error (e.g. the address is taken).
+
+    With ``reload``, SIGHUP calls it (to re-read the provider config, as daemons do); an
+    InvalidInput it raises is logged and the provider keeps its old configuration."""
     args = parser.parse_args(argv)
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
@@ -53,10 +62,20 @@ def run_provider_server(
 
     async def run() -> None:
         provider = build(args)
+        if reload is not None:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload, args, provider)
         tls = None
         if args.tls_cert:
             tls = ServerTLS(cert_file=args.tls_cert, key_file=args.tls_key, client_ca=args.client_ca)
         await serve(provider, address=args.listen, tls=tls, name=name, version=__version__)
+
+    def _reload(args: argparse.Namespace, provider: P) -> None:
+        assert reload is not None
+        try:
+            reload(args, provider)
+            log.info("%s: reloaded the provider config on SIGHUP", parser.prog)
+        except InvalidInput as error:
+            log.error("%s: SIGHUP: keeping the old config: %s", parser.prog, error)
 
     try:
         asyncio.run(run())

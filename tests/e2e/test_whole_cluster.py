@@ -10,6 +10,9 @@ volume. vkubelet runs the pods with the process provider, in process or as its o
 from __future__ import annotations
 
 import json
+import signal
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -365,3 +368,75 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
         daemon.stop()
         provider.stop()
         print(daemon.log_tail(80))
+
+
+GROWING_NODE = "vk-e2e-growing"
+MOCK_PROVIDER_SCRIPT = Path(sys.executable).with_name("vkubelet-mock-provider")
+
+
+def test_a_provider_that_grows_its_node_gets_the_pending_pod_scheduled(
+    control_plane: Any, test_network: TestNetwork | None, tmp_path: Path
+) -> None:
+    """Issue 13: the provider raises its CPU capacity from 4 to 8 at run time (the mock provider
+    re-reads its config on SIGHUP and pushes the node over WatchNodeStatus); the Node shows it
+    and a Pending pod asking for 6 CPUs is then scheduled."""
+    node_ip = test_network.node_ip if test_network else "127.0.0.1"
+    mock_config = tmp_path / "mock.json"
+    mock_config.write_text(json.dumps({GROWING_NODE: {"cpu": "4", "memory": "8Gi", "pods": "20"}}))
+    socket_path = tmp_path / "mock.sock"
+    provider = ProviderProcess(tmp_path, socket_path, node_ip, node_name=GROWING_NODE)
+    provider.args = [
+        str(MOCK_PROVIDER_SCRIPT), "--listen", f"unix://{socket_path}", "--provider-config", str(mock_config),
+        "--nodename", GROWING_NODE, "--internal-ip", node_ip,
+    ]  # fmt: skip
+    provider.start()
+    grpc_config = tmp_path / "grpc.json"
+    grpc_config.write_text(json.dumps({"address": f"unix://{socket_path}", "call_timeout": 5}))
+    daemon = VkubeletProcess(
+        work_dir=tmp_path,
+        kubeconfig=service_account_kubeconfig(control_plane, tmp_path),
+        node_name=GROWING_NODE,
+        network=test_network,
+        provider="grpc",
+        provider_config_path=grpc_config,
+    ).start()
+    namespace = f"grow-{uuid.uuid4().hex[:6]}"
+    control_plane.create_namespace(namespace)
+
+    def capacity_cpu() -> str:
+        node = json.loads(control_plane.kubectl("get", "node", GROWING_NODE, "-o", "json").stdout)
+        return str(node["status"]["capacity"]["cpu"])
+
+    try:
+        wait_for(lambda: capacity_cpu() == "4", timeout=60, what="node registered with 4 CPUs")
+        spec = pod_spec(GROWING_NODE, ["sleep", "3600"], provider="grpc")
+        spec["containers"][0]["resources"] = {"requests": {"cpu": "6"}}
+        big = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"}, "spec": spec}
+        apply(control_plane, namespace, big)
+        wait_for(lambda: pod_condition(control_plane, namespace, "big", "PodScheduled", "Unschedulable"),
+                 timeout=60, what="pod big Unschedulable on a 4-CPU node")  # fmt: skip
+
+        mock_config.write_text(json.dumps({GROWING_NODE: {"cpu": "8", "memory": "8Gi", "pods": "20"}}))
+        assert provider.process is not None
+        started = time.monotonic()
+        provider.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: capacity_cpu() == "8", timeout=10, what="the node's capacity to become 8 CPUs")
+        print(f"capacity change visible after {time.monotonic() - started:.2f}s")
+        wait_for(lambda: pod_condition(control_plane, namespace, "big", "Ready", None),
+                 timeout=60, what="pod big scheduled onto the grown node and Ready")  # fmt: skip
+        pod = json.loads(control_plane.kubectl("get", "pod/big", "-n", namespace, "-o", "json").stdout)
+        assert pod["spec"]["nodeName"] == GROWING_NODE
+        daemon.assert_alive()
+    finally:
+        daemon.stop()
+        provider.stop()
+        print(daemon.log_tail(40))
+
+
+def pod_condition(control_plane: Any, namespace: str, name: str, kind: str, reason: str | None) -> bool:
+    """Whether the pod has condition ``kind``: True when ``reason`` is None, else with that reason."""
+    pod = json.loads(control_plane.kubectl("get", f"pod/{name}", "-n", namespace, "-o", "json").stdout)
+    for condition in pod.get("status", {}).get("conditions") or []:
+        if condition["type"] == kind:
+            return condition.get("reason") == reason if reason else condition["status"] == "True"
+    return False
