@@ -41,8 +41,8 @@ class EnvironmentResolver:
         sources = required_sources(pod)
         namespace = sources.namespace
         config_maps, secrets, services, master = await asyncio.gather(
-            _lookups(sources.config_maps, lambda name: self._configs.get_config_map(namespace, name)),
-            _lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name)),
+            lookups(sources.config_maps, lambda name: self._configs.get_config_map(namespace, name)),
+            lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name)),
             self._services(namespace) if sources.service_links else _nothing(),
             self._master_services(),
         )
@@ -76,7 +76,8 @@ async def _nothing() -> Sequence[ServiceInfo]:
     return ()
 
 
-async def _lookups(names: Sequence[str], fetch: Callable[[str], Awaitable[T]]) -> dict[str, Lookup[T]]:
+async def lookups(names: Sequence[str], fetch: Callable[[str], Awaitable[T]]) -> dict[str, Lookup[T]]:
+    """Fetch every name at once: Found, MISSING for NotFound, ReadFailed for other errors."""
     async def one(name: str) -> tuple[str, Lookup[T]]:
         try:
             return name, Found(await fetch(name))

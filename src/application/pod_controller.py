@@ -14,7 +14,14 @@ parallel, per-UID exponential backoff, never abandoned). Three feeds only *enque
   (dangling pods, pods the provider lost) and re-enqueues every pod.
 
 A sync reads both copies, asks the pure :func:`vkubelet.domain.sync.decide` what to do, does
-it, then writes the provider's status to the API server if it differs. Because the decision
+it, then writes the provider's status to the API server if it differs.
+
+Volumes, for a provider with the VOLUMES capability: before a create the pod's volumes are
+resolved (ConfigMaps, Secrets, bound service-account tokens) and handed over with
+``set_pod_volumes``; a missing mandatory source is a FailedMount event and the sync retries with
+backoff, as the kubelet's mounts do. Every ``volume_refresh_period`` each running pod is queued
+for a volume check: the contents are resolved again (tokens only when due for refresh) and sent
+when they changed. Because the decision
 looks only at state, a duplicated or lost event cannot leave a pod behind.
 
 The provider being unreachable (a Transient error) stops nothing and changes nothing in the
@@ -25,6 +32,7 @@ recreated until the provider answers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +50,7 @@ from vkubelet.application.ports.cluster import (
 from vkubelet.application.ports.provider import Provider
 from vkubelet.application.ports.runtime import Clock, Tracer
 from vkubelet.application.tracing import NullTracer
+from vkubelet.application.volumes import VolumeResolver
 from vkubelet.application.workqueue import KeyedWorkQueue
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import (
@@ -77,6 +86,9 @@ class PodControllerSettings:
     status_poll_interval: float = 5.0
     backoff: Backoff = field(default_factory=lambda: Backoff(base=0.05, cap=60.0))
     watch_retry: Backoff = field(default_factory=lambda: Backoff(base=0.2, cap=10.0))
+    # How often running pods' volume contents are checked for changes (edited ConfigMaps and
+    # Secrets, tokens due for refresh). Reads are GETs behind the config source's TTL cache.
+    volume_refresh_period: float = 2.0
 
 
 class _RetryLater(Exception):
@@ -94,10 +106,13 @@ class PodController:
         clock: Clock,
         settings: PodControllerSettings,
         tracer: Tracer | None = None,
+        volumes: VolumeResolver | None = None,
     ) -> None:
         self._pods = pods
         self._provider = provider
         self._environment = environment
+        # Only a provider that takes volume contents gets them resolved.
+        self._volumes = volumes if Capability.VOLUMES in provider.capabilities() else None
         self._events = events
         self._clock = clock
         self._settings = settings
@@ -109,6 +124,8 @@ class PodController:
         self._provider_seen: dict[str, float] = {}  # monotonic time of the last provider news
         self._applied: dict[str, str] = {}  # spec_key last created/updated in the provider
         self._deleted_in_provider: set[str] = set()
+        self._volume_digests: dict[str, str] = {}  # digest of the volumes the provider has
+        self._volumes_due: set[str] = set()  # running pods whose volumes are to be checked
         self._queue: KeyedWorkQueue[str] = KeyedWorkQueue(
             clock=clock,
             handler=self._sync,
@@ -139,6 +156,8 @@ class PodController:
             asyncio.create_task(self._follow_provider(), name="provider-status"),
             asyncio.create_task(self._reconcile_periodically(), name="pod-reconcile"),
         ]
+        if self._volumes is not None:
+            tasks.append(asyncio.create_task(self._refresh_volumes_periodically(), name="pod-volumes"))
         self.ready.set()
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -288,6 +307,13 @@ class PodController:
             await self._clock.sleep(self._settings.full_resync_period)
             await self.reconcile()
 
+    async def _refresh_volumes_periodically(self) -> None:
+        while True:
+            await self._clock.sleep(self._settings.volume_refresh_period)
+            for uid in list(self._volume_digests):
+                self._volumes_due.add(uid)
+                self._queue.add(uid)
+
     async def reconcile(self) -> None:
         """Compare the provider's pod list with what we know and re-enqueue every pod."""
         started = self._clock.monotonic()
@@ -332,12 +358,18 @@ class PodController:
         with self._tracer.span("PodController.sync", attributes):
             handler = self._handlers[decision.action]
             await handler(self, api_pod, provider_pod)
+            if uid in self._volumes_due:
+                await self._refresh_volumes(uid)
             await self._write_status(uid)
         if api_pod is None and decision.action is Action.NOTHING:
             self._forget(uid)
         return decision.recheck_after
 
     def _forget(self, uid: str) -> None:
+        self._volume_digests.pop(uid, None)
+        self._volumes_due.discard(uid)
+        if self._volumes is not None:
+            self._volumes.forget(uid)
         self._provider_pods.pop(uid, None)
         self._provider_seen.pop(uid, None)
         self._applied.pop(uid, None)
@@ -349,6 +381,10 @@ class PodController:
     async def _create(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
         assert api_pod is not None
         resolved = await self._resolve(api_pod)
+        # A (re)create always sends the volumes: a provider that lost the pod lost them too.
+        self._volume_digests.pop(api_pod.ref.uid, None)
+        if not await self._hand_volumes(api_pod):
+            return
         try:
             with self._tracer.span("Provider.create_pod", self._pod_attributes(api_pod)):
                 await self._provider.create_pod(resolved)
@@ -455,6 +491,43 @@ class PodController:
             raise _RetryLater(outcome.failure.message)
         assert outcome.pod is not None
         return outcome.pod
+
+    async def _hand_volumes(self, api_pod: Pod) -> bool:
+        """Resolve the pod's volumes and send them when they changed (always before a create).
+        A missing mandatory source is a FailedMount event, and the sync retries later. False
+        when the provider refused them for good (the pod is then marked failed)."""
+        if self._volumes is None:
+            return True
+        outcome = await self._volumes.resolve(api_pod)
+        for event in outcome.events:
+            self._record(api_pod, EventType(event.type), event.reason, event.message)
+        if outcome.failure is not None:
+            self._record(api_pod, EventType.WARNING, outcome.failure.reason, outcome.failure.message)
+            raise _RetryLater(outcome.failure.message)
+        assert outcome.volumes is not None
+        uid, digest = api_pod.ref.uid, outcome.volumes.digest()
+        if self._volume_digests.get(uid) == digest:
+            return True
+        try:
+            with self._tracer.span("Provider.set_pod_volumes", self._pod_attributes(api_pod)):
+                await self._provider.set_pod_volumes(api_pod.ref, outcome.volumes)
+        except Exception as error:
+            await self._provider_call_failed(api_pod, error, reason="ProviderVolumesFailed")
+            return False  # (a retryable error raised _RetryLater above)
+        self._volume_digests[uid] = digest
+        return True
+
+    async def _refresh_volumes(self, uid: str) -> None:
+        """The periodic check of a running pod's volumes (not of one being created or deleted)."""
+        self._volumes_due.discard(uid)
+        api_pod = self._api.get(uid)
+        if api_pod is None or api_pod.deletion_timestamp is not None or uid in self._deleted_in_provider:
+            return
+        if uid not in self._provider_pods or uid not in self._volume_digests:
+            return
+        # A failure was reported as an event; the provider keeps the old contents until the next check.
+        with contextlib.suppress(_RetryLater):
+            await self._hand_volumes(api_pod)
 
     async def _provider_call_failed(self, api_pod: Pod, error: Exception, *, reason: str) -> None:
         kind = classify(error)

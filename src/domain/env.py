@@ -609,7 +609,8 @@ def _key_ref(kind: _Kind, ref: Manifest, *, what: str, context: _Context) -> str
 
 # -- downward API: fieldRef ---------------------------------------------------------------
 
-_SUBSCRIPTED = re.compile(r"(.+?)\['(.*)'\]", re.DOTALL)
+# Shared with volumes: ``metadata.labels['key']`` and the like.
+SUBSCRIPTED_FIELD_PATH = re.compile(r"(.+?)\['(.*)'\]", re.DOTALL)
 
 
 def _field_ref(ref: Manifest, *, what: str, context: _Context) -> str:
@@ -622,7 +623,7 @@ def _field_ref(ref: Manifest, *, what: str, context: _Context) -> str:
     if not isinstance(path, str):
         raise _Failed(Reason.INVALID_FIELD_REF, f"fieldRef of {what} has no fieldPath")
     pod = context.pod
-    subscripted = _SUBSCRIPTED.fullmatch(path)
+    subscripted = SUBSCRIPTED_FIELD_PATH.fullmatch(path)
     if subscripted is not None:
         field, key = subscripted.groups()
         if field == "metadata.labels":
@@ -656,34 +657,50 @@ _FALLS_BACK_TO_ALLOCATABLE = frozenset({"cpu", "memory", "ephemeral-storage"})
 
 
 def _resource_field_ref(ref: Manifest, *, what: str, container: Manifest, context: _Context) -> str:
+    try:
+        return resource_field_value(
+            context.pod, ref, what=what, container=container, node_allocatable=context.node_allocatable
+        )
+    except InvalidInput as exc:
+        raise _Failed(Reason.INVALID_RESOURCE_FIELD_REF, str(exc)) from exc
+
+
+def resource_field_value(
+    pod: Pod,
+    ref: Manifest,
+    *,
+    what: str,
+    container: Manifest | None,
+    node_allocatable: Mapping[str, str],
+) -> str:
+    """A ``resourceFieldRef``'s value with the rules of the module docstring (shared with volumes).
+
+    ``container`` answers an empty ``containerName``; None (downward-API volumes, which must name
+    their container) makes that an error. Raises InvalidInput naming ``what``.
+    """
     resource = ref.get("resource")
     bucket, _, name = resource.partition(".") if isinstance(resource, str) else ("", "", "")
     if bucket not in ("limits", "requests") or not (
         name in _FALLS_BACK_TO_ALLOCATABLE or name.startswith("hugepages-")
     ):
-        raise _Failed(
-            Reason.INVALID_RESOURCE_FIELD_REF,
-            f"resourceFieldRef of {what} has unsupported resource {resource!r}",
-        )
+        raise InvalidInput(f"resourceFieldRef of {what} has unsupported resource {resource!r}")
     target_name = ref.get("containerName") or ""
-    target = _find_container(context.pod, target_name) if target_name else container
+    if not target_name and container is None:
+        raise InvalidInput(f"resourceFieldRef of {what} has no containerName")
+    target = _find_container(pod, target_name) if target_name else container
     if target is None:
-        raise _Failed(
-            Reason.INVALID_RESOURCE_FIELD_REF,
-            f"resourceFieldRef of {what} names unknown container {target_name!r}",
-        )
+        raise InvalidInput(f"resourceFieldRef of {what} names unknown container {target_name!r}")
     try:
         divisor = parse_quantity(ref.get("divisor") or "1") or Fraction(1)
-        amount = _container_resource(target, bucket=bucket, name=name, allocatable=context.node_allocatable)
+        amount = _container_resource(target, bucket=bucket, name=name, allocatable=node_allocatable)
     except InvalidInput as exc:
-        raise _Failed(Reason.INVALID_RESOURCE_FIELD_REF, f"resourceFieldRef of {what}: {exc}") from exc
+        raise InvalidInput(f"resourceFieldRef of {what}: {exc}") from exc
     # cpu is counted in millicores, the rest in whole units, each rounded up as the API does.
     scale = ceil_milli_value if name == "cpu" else ceil_value
     units = scale(divisor)
     if units <= 0:
-        raise _Failed(
-            Reason.INVALID_RESOURCE_FIELD_REF,
-            f"resourceFieldRef of {what} has a divisor that is not positive ({ref.get('divisor')!r})",
+        raise InvalidInput(
+            f"resourceFieldRef of {what} has a divisor that is not positive ({ref.get('divisor')!r})"
         )
     return str(math.ceil(Fraction(scale(amount), units)))
 

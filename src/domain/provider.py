@@ -18,6 +18,7 @@ class Capability(StrEnum):
     PORT_FORWARD = "port-forward"
     STATS_SUMMARY = "stats-summary"
     METRICS_RESOURCE = "metrics-resource"
+    VOLUMES = "volumes"  # takes resolved volume contents (set_pod_volumes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,10 @@ from vkubelet.adapters.kubernetes.leases import KubernetesLeaseGateway
 from vkubelet.adapters.kubernetes.nodes import KubernetesNodeGateway
 from vkubelet.adapters.kubernetes.pods import KubernetesPodGateway
 from vkubelet.adapters.kubernetes.reviews import KubernetesAccessReviewer, KubernetesTokenReviewer
+from vkubelet.adapters.kubernetes.tokens import KubernetesTokenIssuer
 from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
-from vkubelet.adapters.process.config import load_process_config
+from vkubelet.adapters.process.config import host_and_port, load_process_config
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.adapters.telemetry import NodeIdentity, Telemetry
@@ -41,6 +42,7 @@ from vkubelet.application.node_controller import NodeController, NodeControllerS
 from vkubelet.application.pod_controller import PodController, PodControllerSettings
 from vkubelet.application.settings import Settings
 from vkubelet.application.tracing import NullMetrics
+from vkubelet.application.volumes import VolumeResolver
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.lease import LeaseTiming
 
@@ -53,10 +55,11 @@ EXPORTER_NAMES = ("jaeger", "otlp", "zpages")
 
 
 def build_process_provider(
-    *, config_path: Path | None, node_name: str, internal_ip: str, clock: SystemClock
+    *, config_path: Path | None, node_name: str, internal_ip: str, api_server_url: str, clock: SystemClock
 ) -> ProcessProvider:
     """The process provider inside the daemon: pods' commands run as this process's children
-    and die with it; what a crashed earlier run on this node left behind is killed first."""
+    and die with it; what a crashed earlier run on this node left behind is killed first. Its
+    pods find the API server at the address vkubelet itself uses."""
     config = load_process_config(config_path, node_name=node_name)
     provider = ProcessProvider(
         root_dir=Path(tempfile.gettempdir()) / f"vkubelet-process-{os.getuid()}" / node_name,
@@ -67,6 +70,7 @@ def build_process_provider(
         pods=config.pods,
         labels=config.labels,
         clock=clock,
+        api_server=host_and_port(api_server_url),
     )
     provider.reap_orphans()
     return provider
@@ -96,6 +100,7 @@ class Kubernetes(containers.DeclarativeContainer):
     leases = providers.Singleton(KubernetesLeaseGateway, client)
     config_source = providers.Singleton(KubernetesConfigSource, client)
     token_reviewer = providers.Singleton(KubernetesTokenReviewer, client)
+    token_issuer = providers.Singleton(KubernetesTokenIssuer, client)
     access_reviewer = providers.Singleton(KubernetesAccessReviewer, client)
     events = providers.Singleton(
         KubernetesEventRecorder,
@@ -111,6 +116,7 @@ class Backends(containers.DeclarativeContainer):
     settings: providers.Dependency[Settings] = providers.Dependency(instance_of=Settings)
     clock: providers.Dependency[SystemClock] = providers.Dependency()
     internal_ip = providers.Dependency(instance_of=str)
+    api_server_url = providers.Dependency(instance_of=str)
     pod_provider = providers.Selector(
         _setting(settings, "node.provider"),
         mock=providers.Singleton(
@@ -131,6 +137,7 @@ class Backends(containers.DeclarativeContainer):
             config_path=_setting(settings, "node.provider_config"),
             node_name=_setting(settings, "node.name"),
             internal_ip=internal_ip,
+            api_server_url=api_server_url,
             clock=clock,
         ),
         # An out-of-process provider; describing it at build time fills capabilities() before
@@ -163,7 +170,13 @@ class Application(containers.DeclarativeContainer):
     metrics = providers.Singleton(NullMetrics)  # Metrics: not implemented (docs/tracing.md)
 
     kube = providers.Container(Kubernetes, settings=settings)
-    backends = providers.Container(Backends, settings=settings, clock=clock, internal_ip=internal_ip)
+    backends = providers.Container(
+        Backends,
+        settings=settings,
+        clock=clock,
+        internal_ip=internal_ip,
+        api_server_url=providers.Callable(operator.attrgetter("server"), kube.client),
+    )
 
     environment = providers.Singleton(
         EnvironmentResolver,
@@ -171,11 +184,19 @@ class Application(containers.DeclarativeContainer):
         provider=backends.pod_provider,
         host_ip=internal_ip,
     )
+    volumes = providers.Singleton(
+        VolumeResolver,
+        configs=kube.config_source,
+        tokens=kube.token_issuer,
+        provider=backends.pod_provider,
+        clock=clock,
+    )
     pod_controller = providers.Singleton(
         PodController,
         pods=kube.pods,
         provider=backends.pod_provider,
         environment=environment,
+        volumes=volumes,
         events=kube.events,
         clock=clock,
         tracer=tracer,

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from vkubelet.adapters.process.config import host_and_port
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import primary_host_ip as detect_host_ip
 from vkubelet.entrypoints.provider_server import add_serving_flags, provider_parser, run_provider_server
@@ -38,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-grace-seconds", type=float, help="cap on a deleted pod's termination grace period"
     )
+    parser.add_argument(
+        "--api-server",
+        metavar="URL",
+        help="the API server pods should reach (KUBERNETES_SERVICE_HOST/PORT), e.g. https://10.0.0.1:6443",
+    )
     add_serving_flags(parser)
     return parser
 
@@ -51,6 +57,7 @@ def _build(args: argparse.Namespace) -> ProcessProvider:
         memory=args.memory,
         pods=args.pods,
         max_grace_seconds=args.max_grace_seconds,
+        api_server=host_and_port(args.api_server) if args.api_server else None,
     )
     provider.reap_orphans()  # processes an earlier provider on this root dir left behind
     return provider

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 from tests.fakes.clock import FakeClock
 from vkubelet.application.ports.cluster import (
     EventType,
+    IssuedToken,
     Lease,
     ObjectRef,
     PodEvent,
@@ -708,3 +709,25 @@ class FakeEventRecorder:
 
     def clear(self) -> None:
         self.events.clear()
+
+
+class FakeTokenIssuer:
+    """``TokenIssuer``: issues numbered tokens that live ``lifetime`` seconds on ``clock``."""
+
+    def __init__(self, clock: Clock, *, lifetime: float | None = None) -> None:
+        self.clock = clock
+        self.lifetime = lifetime  # None: as requested
+        self.issued: list[tuple[PodRef, str, tuple[str, ...], int]] = []
+        self.missing_service_accounts: set[str] = set()
+
+    async def request_token(
+        self, pod: PodRef, *, service_account: str, audiences: Sequence[str], expiration_seconds: int
+    ) -> IssuedToken:
+        if service_account in self.missing_service_accounts:
+            raise NotFound(f'serviceaccounts "{service_account}" not found')
+        self.issued.append((pod, service_account, tuple(audiences), expiration_seconds))
+        lifetime = self.lifetime if self.lifetime is not None else expiration_seconds
+        return IssuedToken(
+            token=f"token-{len(self.issued)}-{pod.name}",
+            expires_at=self.clock.now() + timedelta(seconds=lifetime),
+        )

@@ -12,6 +12,7 @@ from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain.errors import NotFound, NotSupported
 from vkubelet.domain.pod import Pod, PodRef
 from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
+from vkubelet.domain.volumes import PodVolumes
 
 RUNNING = {
     "phase": "Running",
@@ -24,8 +25,10 @@ RUNNING = {
 class FakeProvider:
     """Stores pods by UID. ``streaming=False`` makes it a provider that must be polled."""
 
-    def __init__(self, *, streaming: bool = True, auto_run: bool = True) -> None:
+    def __init__(self, *, streaming: bool = True, auto_run: bool = True, volumes: bool = False) -> None:
         self.streaming = streaming
+        self.takes_volumes = volumes  # capability VOLUMES: set_pod_volumes records into .volumes
+        self.volumes: dict[str, PodVolumes] = {}
         self.auto_run = auto_run  # report Running right after create
         self.pods: dict[str, Pod] = {}
         self.calls: Counter[str] = Counter()
@@ -154,8 +157,15 @@ class FakeProvider:
     async def port_forward(self, ref: PodRef, port: int, stream: ByteStream) -> None:
         raise NotSupported("no port-forward")
 
+    async def set_pod_volumes(self, ref: PodRef, volumes: PodVolumes) -> None:
+        if not self.takes_volumes:
+            raise NotSupported("no volumes")
+        await self._enter("set_pod_volumes")
+        self.volumes[ref.uid] = volumes
+
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset({Capability.POD_STATUS_STREAM}) if self.streaming else frozenset()
+        found = {Capability.POD_STATUS_STREAM} if self.streaming else set()
+        return frozenset(found | ({Capability.VOLUMES} if self.takes_volumes else set()))
 
     async def close(self) -> None:
         pass

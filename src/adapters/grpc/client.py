@@ -42,6 +42,7 @@ from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain.errors import InvalidInput, NotSupported, Transient
 from vkubelet.domain.pod import Pod, PodRef
 from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
+from vkubelet.domain.volumes import PodVolumes
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,12 @@ class GrpcProvider:
     async def update_pod(self, pod: Pod) -> None:
         request = pb.UpdatePodRequest(pod_json=convert.encode_json(pod.manifest))
         await self._unary("UpdatePod", self._stub_now().UpdatePod, request)
+
+    async def set_pod_volumes(self, ref: PodRef, volumes: PodVolumes) -> None:
+        request = pb.SetPodVolumesRequest(
+            pod=convert.ref_to_proto(ref), volumes=convert.volumes_to_proto(volumes)
+        )
+        await self._unary("SetPodVolumes", self._stub_now().SetPodVolumes, request)
 
     async def delete_pod(self, pod: Pod) -> None:
         request = pb.DeletePodRequest(pod_json=convert.encode_json(pod.manifest))

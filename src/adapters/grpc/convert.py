@@ -24,6 +24,7 @@ from vkubelet.domain.provider import (
     NodeTemplate,
     Taint,
 )
+from vkubelet.domain.volumes import EmptyDirVolume, FileVolume, PodVolumes, VolumeFile
 
 _CAPABILITY_TO_PROTO: dict[Capability, int] = {
     Capability.POD_STATUS_STREAM: pb.CAPABILITY_POD_STATUS_STREAM,
@@ -34,6 +35,7 @@ _CAPABILITY_TO_PROTO: dict[Capability, int] = {
     Capability.PORT_FORWARD: pb.CAPABILITY_PORT_FORWARD,
     Capability.STATS_SUMMARY: pb.CAPABILITY_STATS_SUMMARY,
     Capability.METRICS_RESOURCE: pb.CAPABILITY_METRICS_RESOURCE,
+    Capability.VOLUMES: pb.CAPABILITY_VOLUMES,
 }
 _CAPABILITY_FROM_PROTO = {number: capability for capability, number in _CAPABILITY_TO_PROTO.items()}
 
@@ -71,6 +73,48 @@ def ref_from_proto(message: pb.PodRef, *, call: str) -> PodRef:
     if not message.uid:
         raise InvalidInput(f"{call}: the pod reference has no uid")
     return PodRef(namespace=message.namespace, name=message.name, uid=message.uid)
+
+
+# -- volumes ------------------------------------------------------------------------------------
+def volumes_to_proto(volumes: PodVolumes) -> pb.PodVolumes:
+    return pb.PodVolumes(
+        files=[
+            pb.FileVolume(
+                name=volume.name,
+                kind=volume.kind,
+                files=[pb.VolumeFile(path=f.path, data=f.data, mode=f.mode) for f in volume.files],
+            )
+            for volume in volumes.files
+        ],
+        empty_dirs=[
+            pb.EmptyDirVolume(name=e.name, medium=e.medium, size_limit=e.size_limit or "")
+            for e in volumes.empty_dirs
+        ],
+    )
+
+
+def volumes_from_proto(message: pb.PodVolumes, *, call: str) -> PodVolumes:
+    """Decode, refusing paths that would leave the volume (the provider writes them to disk)."""
+    files = []
+    for volume in message.files:
+        where = f"{call}: volume {volume.name!r}"
+        for file in volume.files:
+            if not file.path or file.path.startswith("/") or ".." in file.path.split("/"):
+                raise InvalidInput(f"{where}: file path {file.path!r} leaves the volume")
+            if file.mode > 0o7777:
+                raise InvalidInput(f"{where}: file {file.path!r} has mode {file.mode:o}")
+        files.append(
+            FileVolume(
+                name=volume.name,
+                kind=volume.kind,
+                files=tuple(VolumeFile(path=f.path, data=f.data, mode=f.mode) for f in volume.files),
+            )
+        )
+    empty_dirs = tuple(
+        EmptyDirVolume(name=e.name, medium=e.medium, size_limit=e.size_limit or None)
+        for e in message.empty_dirs
+    )
+    return PodVolumes(files=tuple(files), empty_dirs=empty_dirs)
 
 
 # -- Describe -----------------------------------------------------------------------------------

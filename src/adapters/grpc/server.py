@@ -204,6 +204,14 @@ class _Servicer(pb_grpc.ProviderServicer):
         await self._provider.update_pod(convert.decode_pod(request.pod_json, call="UpdatePod"))
         return pb.UpdatePodResponse()
 
+    @_guarded("SetPodVolumes")
+    async def SetPodVolumes(self, request: pb.SetPodVolumesRequest, context: grpc.aio.ServicerContext) -> Any:
+        self._require(Capability.VOLUMES)
+        ref = convert.ref_from_proto(request.pod, call="SetPodVolumes")
+        volumes = convert.volumes_from_proto(request.volumes, call="SetPodVolumes")
+        await self._provider.set_pod_volumes(ref, volumes)
+        return pb.SetPodVolumesResponse()
+
     @_guarded("DeletePod")
     async def DeletePod(self, request: pb.DeletePodRequest, context: grpc.aio.ServicerContext) -> Any:
         await self._provider.delete_pod(convert.decode_pod(request.pod_json, call="DeletePod"))

@@ -70,6 +70,7 @@ from vkubelet.domain.provider import (
     NodeTemplate,
     Taint,
 )
+from vkubelet.domain.volumes import PodVolumes
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,9 @@ class MockProvider:
         self._pods[uid] = stored
         log.info("mock: created pod %s", pod.ref)
         self._publish(stored)
+
+    async def set_pod_volumes(self, ref: PodRef, volumes: PodVolumes) -> None:
+        raise NotSupported("the mock provider takes no volumes: it runs no processes to mount them in")
 
     async def update_pod(self, pod: Pod) -> None:
         """Take the new metadata and spec, keep the status; a changed image restarts that container."""

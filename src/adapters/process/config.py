@@ -14,8 +14,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vkubelet.adapters.mock.config import MockConfigError, parse_mock_config
+from vkubelet.domain.errors import InvalidInput
 
 DEFAULT_PODS = "110"
 
@@ -27,6 +29,14 @@ class ProcessNodeConfig:
     memory: str | None = None
     pods: str = DEFAULT_PODS
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def host_and_port(url: str) -> tuple[str, int]:
+    """``https://10.0.0.1:6443`` -> ("10.0.0.1", 6443); the scheme's default port when absent."""
+    parsed = urlsplit(url)
+    if not parsed.hostname:
+        raise InvalidInput(f"API server address {url!r} has no host")
+    return parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
 
 
 def load_process_config(path: str | os.PathLike[str] | None, *, node_name: str) -> ProcessNodeConfig:

@@ -3,9 +3,17 @@
 * **Images are ignored.** A container runs its ``command`` + ``args`` (``$(VAR)`` expanded
   against its env, like the kubelet); with no ``command`` there is no entrypoint to fall back
   on, so the container waits with reason ``CreateContainerConfigError`` and says why.
-* **Environment.** ``PATH`` (the provider's) and ``HOSTNAME`` (the pod name), then the
-  container's ``env`` list, which vkubelet resolved before calling us. ``workingDir`` or the
+* **Environment.** ``PATH`` (the provider's), ``HOSTNAME`` (the pod name), then the
+  container's ``env`` list, which vkubelet resolved before calling us; given ``api_server``,
+  ``KUBERNETES_SERVICE_HOST``/``_PORT`` are set to it last, over the service-link values (the
+  `kubernetes` Service's cluster IP does not route on the host network). ``workingDir`` or the
   pod's work dir ``<root>/pods/<uid>/work``.
+* **Volumes** (when vkubelet hands their contents over: ``create_pod``/``update_pod`` with
+  ``volumes``, ``set_pod_volumes``, ``update_volumes``) live in ``<root>/pods/<uid>/volumes/``,
+  written atomically as the kubelet writes them (:mod:`.volumes`). A container with
+  ``volumeMounts`` runs in a private mount namespace where they are bind-mounted on their
+  ``mountPath`` (:mod:`.nsexec`); exec joins that namespace. That needs root: without it such a
+  container waits with ``CreateContainerConfigError`` saying why, and nothing pretends.
 * **Processes.** Each run leads its own session, so signals reach its whole tree; when the
   leader exits the rest of its group is killed (a container ends with its main process). The
   tree dies with the provider (PR_SET_PDEATHSIG): pods do not outlive it, and vkubelet
@@ -34,7 +42,6 @@ import copy
 import errno
 import logging
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -47,15 +54,25 @@ from vkubelet.adapters import stats
 from vkubelet.adapters.mock.config import host_architecture
 from vkubelet.adapters.process import procfs
 from vkubelet.adapters.process.logs import LogWriter, read_log, remove_quietly
-from vkubelet.adapters.process.spawn import Pty, resolvable, signal_tree, spawn
+from vkubelet.adapters.process.spawn import Pty, mount_namespace_problem, resolvable, signal_tree, spawn
 from vkubelet.adapters.process.status import exit_code, final_phase, pod_phase, terminated_reason
+from vkubelet.adapters.process.volumes import (
+    MEMORY,
+    VolumeMount,
+    bind_mounts,
+    check_volumes,
+    materialise,
+    parse_mounts,
+    remove_directory,
+)
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain.env import expand
-from vkubelet.domain.errors import InvalidInput, NotFound, Permanent
+from vkubelet.domain.errors import InvalidInput, NotFound, Permanent, Transient
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time
 from vkubelet.domain.provider import Capability, MetricFamily, NodeAddress, NodeTemplate
+from vkubelet.domain.volumes import PodVolumes
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +86,7 @@ _CAPABILITIES = frozenset(
         Capability.PORT_FORWARD,
         Capability.STATS_SUMMARY,
         Capability.METRICS_RESOURCE,
+        Capability.VOLUMES,
     }
 )
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -108,10 +126,20 @@ class _Container:
     container_id: str = ""
     run: _Run | None = None
     started_event: asyncio.Event = field(default_factory=asyncio.Event)
+    mounts: tuple[VolumeMount, ...] = ()  # non-empty: runs in its own mount namespace
+    blocked: str = ""  # why it cannot run (its waiting state says so)
 
     @property
     def name(self) -> str:
         return str(self.spec.get("name") or "")
+
+    @property
+    def runnable(self) -> bool:
+        return self.argv is not None and not self.blocked
+
+    def block(self, message: str) -> None:
+        self.blocked = message
+        self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
 
     @property
     def sidecar(self) -> bool:
@@ -135,6 +163,13 @@ class _PodEntry:
     task: asyncio.Task[None] | None = None
     terminator: asyncio.Task[None] | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    volumes: PodVolumes | None = None  # None: not handed over, volumeMounts are not made
+    volume_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer of the volume dirs
+    volumes_removed: bool = False
+
+    @property
+    def volume_dir(self) -> Path:
+        return self.directory / "volumes"
 
     @property
     def init_containers(self) -> list[_Container]:
@@ -166,7 +201,11 @@ class ProcessProvider:
         backoff_cap: float = 300.0,
         max_grace_seconds: float | None = None,
         clock: Clock | None = None,
+        api_server: tuple[str, int] | None = None,
     ) -> None:
+        """``api_server`` (host, port): given, every container gets ``KUBERNETES_SERVICE_HOST``
+        and ``KUBERNETES_SERVICE_PORT`` pointing at it (over the service-link values), so in-cluster
+        clients in the pod find the API server."""
         self._root = Path(root_dir)
         self._node_name = node_name
         self._host_ip = host_ip
@@ -188,10 +227,14 @@ class ProcessProvider:
         self._retired_cpu = 0
         self._closed = False
         self._closing = asyncio.Event()  # set by close(): ends the node status stream
+        self._api_server = api_server
+        self._pending_volumes: dict[str, PodVolumes] = {}  # set_pod_volumes before create_pod
+        self._mount_problem: str | None = None  # None: not probed yet; "": mount namespaces work
 
     def reap_orphans(self) -> int:
         """Kill every process a previous provider with this root dir left behind, and remove
-        its pod directories. Call once at startup, before serving. Returns how many were killed.
+        its pod directories (unmounting the tmpfs volumes it left first). Call once at startup,
+        before serving. Returns how many were killed.
 
         Those processes cannot be adopted (their output pipes died with the old provider) and
         would hold ports and files the recreated pods need.
@@ -201,19 +244,29 @@ class ProcessProvider:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
-        shutil.rmtree(self._root / "pods", ignore_errors=True)
+        remove_directory(self._root / "pods")
         if killed:
             log.warning("process: killed %d processes left by a previous provider in %s", killed, self._root)
         return killed
 
     # -- PodLifecycle ---------------------------------------------------------------------
-    async def create_pod(self, pod: Pod) -> None:
-        """Start the pod's processes; a UID already present is left alone."""
+    async def create_pod(self, pod: Pod, volumes: PodVolumes | None = None) -> None:
+        """Start the pod's processes; a UID already present is left alone.
+
+        ``volumes`` (else what :meth:`set_pod_volumes` left for this UID) are written before
+        the first container starts, and each container's ``volumeMounts`` are made; without
+        them ``volumeMounts`` are ignored. InvalidInput for a volume path that would leave its
+        directory.
+        """
         if self._closed:
             raise Permanent("the process provider is closed")
         uid = pod.ref.uid
         if uid in self._pods:
             return
+        pending = self._pending_volumes.pop(uid, None)
+        volumes = pending if volumes is None else volumes
+        if volumes is not None:
+            check_volumes(volumes)
         directory = self._root / "pods" / uid
         work = directory / "work"
         entry = _PodEntry(
@@ -221,16 +274,25 @@ class ProcessProvider:
             directory=directory,
             containers={},
             start_time=format_time(self._clock.now()),
+            volumes=volumes,
         )
         for init, specs in ((True, pod.spec.get("initContainers") or ()), (False, pod.containers)):
             for spec in specs:
                 container = _container(
-                    spec, init=init, pod=pod, work=work, log_root=directory / "logs", root=self._root
+                    spec,
+                    init=init,
+                    pod=pod,
+                    work=work,
+                    log_root=directory / "logs",
+                    root=self._root,
+                    api_server=self._api_server,
                 )
+                if volumes is not None and container.runnable and spec.get("volumeMounts"):
+                    self._plan_mounts(container, volumes)
                 entry.containers[container.name] = container
         entry.initialized = not entry.init_containers
         for container in entry.main_containers:
-            if not entry.initialized and container.argv is not None:
+            if not entry.initialized and container.runnable:
                 container.state = {"waiting": {"reason": "PodInitializing"}}
         self._pods[uid] = entry
         work.mkdir(parents=True, exist_ok=True)
@@ -238,17 +300,49 @@ class ProcessProvider:
         self._publish(entry)
         entry.task = asyncio.create_task(self._run_pod(entry), name=f"pod {pod.ref}")
 
-    async def update_pod(self, pod: Pod) -> None:
-        """Keep the new metadata and spec. Running processes are not touched (images are ignored)."""
+    async def update_pod(self, pod: Pod, volumes: PodVolumes | None = None) -> None:
+        """Keep the new metadata and spec. Running processes are not touched (images are ignored).
+        With ``volumes``, their new contents are written as :meth:`update_volumes` does."""
         entry = self._lookup(pod.ref)
+        if volumes is not None:
+            check_volumes(volumes)
         entry.pod = Pod(pod.ref, copy.deepcopy(dict(pod.manifest)))
         self._publish(entry)
+        if volumes is not None:
+            await self.update_volumes(pod.ref, volumes)
+
+    async def update_volumes(self, ref: PodRef, volumes: PodVolumes) -> None:
+        """New contents for the pod's volumes (an edited ConfigMap, a refreshed token): each
+        changed file-backed volume is rewritten atomically (``..data`` swapped), so a container
+        sees the old or the new files, never a mix; unchanged ones are not touched. Which
+        volumes exist and where they are mounted stays as created; an emptyDir keeps its
+        contents. A subPath mount of a file keeps showing the file it was started with.
+
+        Returns once written. NotFound for an unknown pod, InvalidInput for a path that would
+        leave its volume, Transient when writing failed (the old contents stay in place).
+        """
+        entry = self._lookup(ref)
+        check_volumes(volumes)
+        entry.volumes = volumes
+        failed = await self._sync_volumes(entry)
+        if failed:
+            raise Transient(f"pod {ref}: " + "; ".join(failed.values()))
+
+    async def set_pod_volumes(self, ref: PodRef, volumes: PodVolumes) -> None:
+        """The Provider port's way in: before ``create_pod`` the contents wait for the create
+        (keyed by UID); afterwards this is :meth:`update_volumes`. Idempotent."""
+        if ref.uid in self._pods:
+            await self.update_volumes(ref, volumes)
+            return
+        check_volumes(volumes)
+        self._pending_volumes[ref.uid] = volumes
 
     async def delete_pod(self, pod: Pod) -> None:
         """Start stopping the pod (SIGTERM, SIGKILL after the grace period) and return.
 
         NotFound once the pod is gone; a second call while it stops is a no-op.
         """
+        self._pending_volumes.pop(pod.ref.uid, None)
         entry = self._lookup(pod.ref)
         if entry.deleted:
             return
@@ -344,16 +438,25 @@ class ProcessProvider:
     async def exec_in_container(
         self, ref: PodRef, container: str, command: Sequence[str], io: StreamIO
     ) -> int:
-        """Run ``command`` with the container's env and working directory; its exit code."""
+        """Run ``command`` with the container's env and working directory, in its mount
+        namespace when it has volume mounts (it must be running then); its exit code."""
         _, target = self._container(ref, container)
         if not command:
             raise InvalidInput("exec needs a command")
-        if not resolvable(command[0], env=target.env, cwd=target.cwd):
+        namespace_of = None
+        if target.mounts:
+            run = target.run
+            if run is None or run.code is not None or run.process.returncode is not None:
+                raise InvalidInput(
+                    f"container {container} of pod {ref} is not running: an exec joins its mount namespace"
+                )
+            namespace_of = run.process.pid  # the command is looked up in there
+        elif not resolvable(command[0], env=target.env, cwd=target.cwd):
             return await _spawn_failed(
                 io, command, FileNotFoundError(errno.ENOENT, "executable file not found")
             )
         if io.tty:
-            return await self._exec_tty(target, list(command), io)
+            return await self._exec_tty(target, list(command), io, namespace_of=namespace_of)
         pipe, null = subprocess.PIPE, subprocess.DEVNULL
         try:
             process = await spawn(
@@ -363,6 +466,7 @@ class ProcessProvider:
                 stdin=pipe if io.stdin else null,
                 stdout=pipe if io.stdout else null,
                 stderr=pipe if io.stderr else null,
+                namespace_of=namespace_of,
             )
         except OSError as error:
             return await _spawn_failed(io, command, error)
@@ -448,6 +552,14 @@ class ProcessProvider:
 
     # -- running pods ---------------------------------------------------------------------
     async def _run_pod(self, entry: _PodEntry) -> None:
+        if entry.volumes is not None:
+            failed = await self._sync_volumes(entry)
+            if failed:
+                for container in entry.containers.values():
+                    problems = [failed[m.volume] for m in container.mounts if m.volume in failed]
+                    if problems and container.runnable:
+                        container.block("; ".join(dict.fromkeys(problems)))
+                self._publish(entry)
         sidecars: list[asyncio.Task[bool]] = []
         try:
             for container in entry.init_containers:
@@ -479,7 +591,7 @@ class ProcessProvider:
 
     async def _supervise(self, entry: _PodEntry, container: _Container, policy: str) -> bool:
         """Run ``container`` until it will not be restarted; True when it last exited 0."""
-        if container.argv is None:
+        if not container.runnable:
             await entry.stopping.wait()  # the waiting state set at creation says why
             return False
         while True:
@@ -514,9 +626,16 @@ class ProcessProvider:
         writer = LogWriter(container.log_path(index))
         started, started_monotonic = self._clock.now(), self._clock.monotonic()
         try:
-            container.cwd.mkdir(parents=True, exist_ok=True)
-            if not resolvable(container.argv[0], env=container.env, cwd=container.cwd):
-                raise FileNotFoundError(errno.ENOENT, "executable file not found", container.argv[0])
+            binds = None
+            if container.mounts:
+                # Resolved now, on this host; the working dir and the command are looked up
+                # inside the new namespace, where the volumes are.
+                assert entry.volumes is not None
+                binds = bind_mounts(container.mounts, root=entry.volume_dir, volumes=entry.volumes)
+            else:
+                container.cwd.mkdir(parents=True, exist_ok=True)
+                if not resolvable(container.argv[0], env=container.env, cwd=container.cwd):
+                    raise FileNotFoundError(errno.ENOENT, "executable file not found", container.argv[0])
             process = await spawn(
                 container.argv,
                 env=container.env,
@@ -524,6 +643,7 @@ class ProcessProvider:
                 stdin=subprocess.PIPE if container.spec.get("stdin") else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                mounts=binds,
             )
         except OSError as error:
             message = f"failed to start {container.argv[0]!r}: {error}"
@@ -627,7 +747,51 @@ class ProcessProvider:
         self._pods.pop(entry.pod.ref.uid, None)
         self._publish(entry)
         log.info("process: pod %s stopped", entry.pod.ref)
-        await asyncio.to_thread(shutil.rmtree, entry.directory, True)
+        async with entry.volume_lock:  # no volume write is half done, and none comes after
+            entry.volumes_removed = True
+            await asyncio.to_thread(remove_directory, entry.directory)
+        self._pending_volumes.pop(entry.pod.ref.uid, None)  # sent while it was stopping
+
+    # -- volumes --------------------------------------------------------------------------
+    def _plan_mounts(self, container: _Container, volumes: PodVolumes) -> None:
+        mounts, problem = parse_mounts(container.spec, env=container.env, volumes=volumes)
+        if problem:
+            container.block(f"container {container.name}: {problem}")
+            return
+        why = self._mount_namespaces()
+        if why:
+            container.block(
+                f"container {container.name} has volumeMounts, which the process provider makes in a "
+                f"private mount namespace per container, and it cannot create one here ({why}): that "
+                "needs root (CAP_SYS_ADMIN). Run the provider as root, or remove the mounts "
+                "(automountServiceAccountToken: false drops the service account token's)"
+            )
+            return
+        container.mounts = mounts
+
+    def _mount_namespaces(self) -> str:
+        """Why this host does not let us make mount namespaces; empty when it does (probed once)."""
+        if self._mount_problem is None:
+            self._mount_problem = mount_namespace_problem()
+            if self._mount_problem:
+                log.warning("process: volume mounts are not possible here: %s", self._mount_problem)
+        return self._mount_problem
+
+    async def _sync_volumes(self, entry: _PodEntry) -> dict[str, str]:
+        """Write ``entry.volumes`` (the latest wanted) to disk; the volumes that failed, with why."""
+        async with entry.volume_lock:
+            wanted = entry.volumes
+            if entry.volumes_removed or wanted is None:
+                return {}
+            memory = any(empty.medium == MEMORY for empty in wanted.empty_dirs)
+            mount_tmpfs = memory and not self._mount_namespaces()
+            try:
+                return await asyncio.to_thread(
+                    materialise, entry.volume_dir, wanted, moment=self._clock.now(), mount_tmpfs=mount_tmpfs
+                )
+            except OSError as error:
+                names = [v.name for v in wanted.files] + [v.name for v in wanted.empty_dirs]
+                return {name: f"volume {name!r}: {error}" for name in names}
 
     # -- status ---------------------------------------------------------------------------
     def _publish(self, entry: _PodEntry) -> None:
@@ -744,7 +908,9 @@ class ProcessProvider:
         )
         return node, pods
 
-    async def _exec_tty(self, target: _Container, argv: list[str], io: StreamIO) -> int:
+    async def _exec_tty(
+        self, target: _Container, argv: list[str], io: StreamIO, *, namespace_of: int | None = None
+    ) -> int:
         terminal = Pty()
         try:
             try:
@@ -756,6 +922,7 @@ class ProcessProvider:
                     stdout=terminal.slave,
                     stderr=terminal.slave,
                     controlling_tty=True,
+                    namespace_of=namespace_of,
                 )
             except OSError as error:
                 return await _spawn_failed(io, argv, error)
@@ -792,7 +959,14 @@ class ProcessProvider:
 
 
 def _container(
-    spec: Mapping[str, Any], *, init: bool, pod: Pod, work: Path, log_root: Path, root: Path
+    spec: Mapping[str, Any],
+    *,
+    init: bool,
+    pod: Pod,
+    work: Path,
+    log_root: Path,
+    root: Path,
+    api_server: tuple[str, int] | None,
 ) -> _Container:
     env = {
         "PATH": os.environ.get("PATH") or _DEFAULT_PATH,
@@ -802,6 +976,10 @@ def _container(
     for variable in spec.get("env") or ():
         if "value" in variable or "valueFrom" not in variable:
             env[str(variable["name"])] = str(variable.get("value") or "")
+    if api_server is not None:
+        # After the pod's env: vkubelet's service links put the `kubernetes` Service's cluster IP
+        # here, which does not route on this host network (no kube-proxy); the real address does.
+        env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"] = api_server[0], str(api_server[1])
     command = [str(part) for part in spec.get("command") or ()]
     args = [str(part) for part in spec.get("args") or ()]
     argv = [expand(part, env.get) for part in command + args] if command else None

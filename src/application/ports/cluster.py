@@ -133,6 +133,25 @@ class ConfigSource(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    expires_at: datetime
+
+
+class TokenIssuer(Protocol):
+    """Service-account tokens for pods' projected volumes (the TokenRequest API)."""
+
+    async def request_token(
+        self, pod: PodRef, *, service_account: str, audiences: Sequence[str], expiration_seconds: int
+    ) -> IssuedToken:
+        """A token of ``service_account`` (in the pod's namespace) bound to the pod object and
+        its UID, so it stops authenticating once the pod is deleted. ``audiences`` empty: the
+        API server's own. The server may shorten ``expiration_seconds``; ``expires_at`` is what
+        it granted. Raises NotFound when the ServiceAccount or the pod does not exist."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectRef:
     kind: str
     namespace: str

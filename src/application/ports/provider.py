@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from vkubelet.application.ports.streams import ContainerStreams
 from vkubelet.domain.pod import Pod, PodRef
 from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
+from vkubelet.domain.volumes import PodVolumes
 
 
 class PodLifecycle(Protocol):
@@ -44,6 +45,19 @@ class PodLifecycle(Protocol):
 
     async def list_pods(self) -> Sequence[Pod]:
         """Every pod the provider runs for this node."""
+
+
+class PodVolumeSink(Protocol):
+    """Takes the contents of pods' volumes (capability VOLUMES), which a provider cannot read
+    from the API server itself; providers without it are never called and get no volumes."""
+
+    async def set_pod_volumes(self, ref: PodRef, volumes: PodVolumes) -> None:
+        """The whole current contents of the volumes of pod ``ref``, keyed by its UID.
+
+        Called before ``create_pod`` of a new pod (keep them until the create arrives) and again
+        whenever they change: a referenced ConfigMap or Secret was edited, a token refreshed.
+        Running containers should see the new files swapped in atomically. Idempotent.
+        """
 
 
 class PodStatusSource(Protocol):
@@ -108,7 +122,7 @@ class Stats(Protocol):
         """Node, pod and container CPU/memory usage with kubelet metric and label names."""
 
 
-class Provider(PodLifecycle, PodStatusSource, NodeProvider, Stats, ContainerStreams, Protocol):
+class Provider(PodLifecycle, PodVolumeSink, PodStatusSource, NodeProvider, Stats, ContainerStreams, Protocol):
     """Everything vkubelet asks of a provider. Optional parts are listed by ``capabilities``;
     vkubelet never calls a method whose capability is absent (such methods raise NotSupported)."""
 

@@ -55,6 +55,8 @@ def test_cluster_role_is_least_privilege() -> None:
     assert rules_for(role, "", "secrets") == {"get"}
     assert rules_for(role, "", "configmaps") == {"get"}
     assert rules_for(role, "", "services") == {"list"}
+    assert rules_for(role, "", "serviceaccounts/token") == {"create"}  # projected tokens
+    assert rules_for(role, "", "serviceaccounts") == set()
     assert rules_for(role, "authentication.k8s.io", "tokenreviews") == {"create"}
     assert rules_for(role, "authorization.k8s.io", "subjectaccessreviews") == {"create"}
     assert rules_for(role, "coordination.k8s.io", "leases") == set()  # namespaced Role only

@@ -22,6 +22,7 @@ class Capability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAPABILITY_PORT_FORWARD: _ClassVar[Capability]
     CAPABILITY_STATS_SUMMARY: _ClassVar[Capability]
     CAPABILITY_METRICS_RESOURCE: _ClassVar[Capability]
+    CAPABILITY_VOLUMES: _ClassVar[Capability]
 CAPABILITY_UNSPECIFIED: Capability
 CAPABILITY_POD_STATUS_STREAM: Capability
 CAPABILITY_NODE_STATUS_STREAM: Capability
@@ -31,6 +32,7 @@ CAPABILITY_ATTACH: Capability
 CAPABILITY_PORT_FORWARD: Capability
 CAPABILITY_STATS_SUMMARY: Capability
 CAPABILITY_METRICS_RESOURCE: Capability
+CAPABILITY_VOLUMES: Capability
 
 class PodRef(_message.Message):
     __slots__ = ("namespace", "name", "uid")
@@ -157,6 +159,56 @@ class UpdatePodRequest(_message.Message):
     def __init__(self, pod_json: _Optional[bytes] = ...) -> None: ...
 
 class UpdatePodResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VolumeFile(_message.Message):
+    __slots__ = ("path", "data", "mode")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    data: bytes
+    mode: int
+    def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., mode: _Optional[int] = ...) -> None: ...
+
+class FileVolume(_message.Message):
+    __slots__ = ("name", "kind", "files")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    files: _containers.RepeatedCompositeFieldContainer[VolumeFile]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., files: _Optional[_Iterable[_Union[VolumeFile, _Mapping]]] = ...) -> None: ...
+
+class EmptyDirVolume(_message.Message):
+    __slots__ = ("name", "medium", "size_limit")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MEDIUM_FIELD_NUMBER: _ClassVar[int]
+    SIZE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    medium: str
+    size_limit: str
+    def __init__(self, name: _Optional[str] = ..., medium: _Optional[str] = ..., size_limit: _Optional[str] = ...) -> None: ...
+
+class PodVolumes(_message.Message):
+    __slots__ = ("files", "empty_dirs")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_DIRS_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[FileVolume]
+    empty_dirs: _containers.RepeatedCompositeFieldContainer[EmptyDirVolume]
+    def __init__(self, files: _Optional[_Iterable[_Union[FileVolume, _Mapping]]] = ..., empty_dirs: _Optional[_Iterable[_Union[EmptyDirVolume, _Mapping]]] = ...) -> None: ...
+
+class SetPodVolumesRequest(_message.Message):
+    __slots__ = ("pod", "volumes")
+    POD_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    pod: PodRef
+    volumes: PodVolumes
+    def __init__(self, pod: _Optional[_Union[PodRef, _Mapping]] = ..., volumes: _Optional[_Union[PodVolumes, _Mapping]] = ...) -> None: ...
+
+class SetPodVolumesResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 

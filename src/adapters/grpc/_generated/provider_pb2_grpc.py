@@ -50,6 +50,11 @@ class ProviderStub:
                 request_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.UpdatePodRequest.SerializeToString,
                 response_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.UpdatePodResponse.FromString,
                 _registered_method=True)
+        self.SetPodVolumes = channel.unary_unary(
+                '/vkubelet.provider.v1.Provider/SetPodVolumes',
+                request_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.SetPodVolumesRequest.SerializeToString,
+                response_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.SetPodVolumesResponse.FromString,
+                _registered_method=True)
         self.DeletePod = channel.unary_unary(
                 '/vkubelet.provider.v1.Provider/DeletePod',
                 request_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.DeletePodRequest.SerializeToString,
@@ -143,6 +148,19 @@ class ProviderServicer:
         """Apply a changed spec or metadata (labels, annotations, activeDeadlineSeconds, container
         images). Idempotent: applying the same pod twice is the same as once. NOT_FOUND: the provider
         has no pod with this UID (vkubelet then creates it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetPodVolumes(self, request, context):
+        """The contents of a pod's volumes (capability VOLUMES, added in protocol revision 2). A
+        provider cannot read ConfigMaps, Secrets or service-account tokens itself, so vkubelet
+        resolves them as the kubelet does and sends the files. Called before CreatePod for a new
+        pod (the provider keeps the contents by UID until the create arrives) and again whenever
+        they change: a referenced ConfigMap or Secret was edited, a projected token was refreshed.
+        The whole set every time, never a delta. Mount points are the containers' volumeMounts in
+        the pod. Idempotent; the provider should swap files atomically for running containers.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,6 +295,11 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.UpdatePod,
                     request_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.UpdatePodRequest.FromString,
                     response_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.UpdatePodResponse.SerializeToString,
+            ),
+            'SetPodVolumes': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPodVolumes,
+                    request_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.SetPodVolumesRequest.FromString,
+                    response_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.SetPodVolumesResponse.SerializeToString,
             ),
             'DeletePod': grpc.unary_unary_rpc_method_handler(
                     servicer.DeletePod,
@@ -425,6 +448,33 @@ class Provider:
             '/vkubelet.provider.v1.Provider/UpdatePod',
             vkubelet_dot_provider_dot_v1_dot_provider__pb2.UpdatePodRequest.SerializeToString,
             vkubelet_dot_provider_dot_v1_dot_provider__pb2.UpdatePodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPodVolumes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vkubelet.provider.v1.Provider/SetPodVolumes',
+            vkubelet_dot_provider_dot_v1_dot_provider__pb2.SetPodVolumesRequest.SerializeToString,
+            vkubelet_dot_provider_dot_v1_dot_provider__pb2.SetPodVolumesResponse.FromString,
             options,
             channel_credentials,
             insecure,
