@@ -162,6 +162,29 @@ def test_the_projected_token_authenticates_as_the_pods_service_account_until_the
         status: dict[str, Any] = json.loads(result.stdout)["status"]
         return status
 
+    # From inside the pod, as an in-cluster client would: the mounted CA and token, the address
+    # in KUBERNETES_SERVICE_HOST/PORT. Authenticated as the pod's ServiceAccount; RBAC decides.
+    call = (
+        f"curl -s -o /dev/null -w '%{{http_code}}' --cacert {TOKEN_DIR}/ca.crt "
+        f'-H "Authorization: Bearer $(cat {TOKEN_DIR}/token)" '
+        f'"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/{namespace}/pods"'
+    )
+    assert exec_in(control_plane, namespace, "caller", call) == "403"
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "view",
+        "-n",
+        namespace,
+        "--clusterrole=view",
+        f"--serviceaccount={namespace}:default",
+    )
+    wait_for(
+        lambda: exec_in(control_plane, namespace, "caller", call) == "200",
+        timeout=30,
+        what="RBAC to allow it",
+    )
+
     status = review()
     assert status["authenticated"] is True
     assert status["user"]["username"] == f"system:serviceaccount:{namespace}:default"
