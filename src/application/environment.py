@@ -78,6 +78,7 @@ async def _nothing() -> Sequence[ServiceInfo]:
 
 async def lookups(names: Sequence[str], fetch: Callable[[str], Awaitable[T]]) -> dict[str, Lookup[T]]:
     """Fetch every name at once: Found, MISSING for NotFound, ReadFailed for other errors."""
+
     async def one(name: str) -> tuple[str, Lookup[T]]:
         try:
             return name, Found(await fetch(name))

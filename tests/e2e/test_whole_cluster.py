@@ -268,11 +268,17 @@ def taint_keys(control_plane: Any, node: str, *, effect: str | None = None) -> s
 
 
 def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_recovers(
-    control_plane: Any, test_network: TestNetwork | None, tmp_path: Path
+    control_plane: Any, test_network: TestNetwork | None, tmp_path: Path, daemon: VkubeletProcess
 ) -> None:
     """kill -9 vkubelet: the controller-manager marks the node Unknown and taints it; a pod that
     tolerates `unreachable` for 2 s is evicted, one with the default 300 s stays. vkubelet back:
-    the node is Ready, the evicted pod is gone from the provider, the other is untouched."""
+    the node is Ready, the evicted pod is gone from the provider, the other is untouched.
+
+    The node gets a zone of its own, and the module's other node (``daemon``) stays Ready in
+    another: the node lifecycle controller stops tainting in a zone where most nodes are down
+    (PartialDisruption: the stopped nodes of earlier tests) and everywhere when every zone is
+    down, which it takes for a control-plane problem."""
+    assert daemon.process is not None  # the other node is up
     node_ip = test_network.node_ip if test_network else "127.0.0.1"
     provider = ProviderProcess(
         tmp_path, tmp_path / "provider.sock", node_ip, node_name=LIFECYCLE_NODE
@@ -294,13 +300,14 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
     namespace = f"life-{uuid.uuid4().hex[:6]}"
     control_plane.create_namespace(namespace)
     starts = tmp_path / "starts"
-    daemon = start_daemon()
+    node_daemon = start_daemon()
     try:
         wait_for(
             lambda: node_condition(control_plane, LIFECYCLE_NODE)["status"] == "True",
             timeout=60,
             what="node Ready",
         )
+        control_plane.kubectl("label", "node", LIFECYCLE_NODE, "topology.kubernetes.io/zone=e2e-lifecycle")
         command = ["sh", "-c", f'echo "$HOSTNAME" >> {starts}; exec sleep 3600']
         unreachable = {"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute"}
         for name, extra in (("brief", [{**unreachable, "tolerationSeconds": 2}]), ("patient", [])):
@@ -314,7 +321,7 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
         both = wait_for(lambda: ready_pods(control_plane, namespace, 2), timeout=60, what="both pods Ready")
         uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in both}
 
-        daemon.kill()
+        node_daemon.kill()
         # First the NoSchedule taint, then (a monitor period later) the NoExecute one that evicts.
         wait_for(
             lambda: (
@@ -336,7 +343,7 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
             what="pod brief to be evicted",
         )
 
-        daemon = start_daemon()
+        node_daemon = start_daemon()
         wait_for(
             lambda: (
                 node_condition(control_plane, LIFECYCLE_NODE)["status"] == "True"
@@ -363,11 +370,11 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
                 "get", "--raw", f"/api/v1/nodes/{LIFECYCLE_NODE}/proxy/runningpods/"
             )
             assert {p["metadata"]["name"] for p in json.loads(running.stdout)["items"]} == {"patient"}
-        daemon.assert_alive()
+        node_daemon.assert_alive()
     finally:
-        daemon.stop()
+        node_daemon.stop()
         provider.stop()
-        print(daemon.log_tail(80))
+        print(node_daemon.log_tail(80))
 
 
 GROWING_NODE = "vk-e2e-growing"

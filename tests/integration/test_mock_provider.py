@@ -24,9 +24,10 @@ from vkubelet.adapters.mock.provider import (
     POD_DELETED_REASON,
     MockProvider,
 )
-from vkubelet.domain.errors import InvalidInput, NotFound, Permanent
+from vkubelet.domain.errors import InvalidInput, NotFound, NotSupported, Permanent
 from vkubelet.domain.pod import Pod, PodRef, format_time
 from vkubelet.domain.provider import Capability, NodeAddress, NodeCondition, NodeTemplate, Taint
+from vkubelet.domain.volumes import EmptyDirVolume, FileVolume, PodVolumes, VolumeFile
 
 
 def make_pod(
@@ -550,3 +551,44 @@ async def test_pod_ref_identity_is_the_uid_for_lookups(provider: MockProvider) -
     assert (await provider.get_pod(PodRef("default", "web", "uid-1"))).ref == pod.ref
     with pytest.raises(NotFound):
         await provider.get_pod(PodRef("default", "web", "uid-other"))
+
+
+# -- the "volumes" key: a benchmarking and testing aid -------------------------------------------
+def _volumes(data: bytes) -> PodVolumes:
+    return PodVolumes(
+        files=(FileVolume("config", "configMap", (VolumeFile("app.conf", data),)),),
+        empty_dirs=(EmptyDirVolume("scratch"),),
+    )
+
+
+async def test_the_volumes_key_declares_volumes_and_keeps_the_last_contents(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"vk-0": {"volumes": True}})
+    config = load_mock_config(path, node_name="vk-0")
+    assert config.volumes is True
+    provider = MockProvider(node_name="vk-0", config=config, clock=FakeClock())
+    assert Capability.VOLUMES in provider.capabilities()
+    pod = make_pod()
+    # vkubelet hands the volumes over before the create: kept for a pod not created yet.
+    await provider.set_pod_volumes(pod.ref, _volumes(b"v1"))
+    await provider.create_pod(pod)
+    await provider.set_pod_volumes(pod.ref, _volumes(b"v2"))
+    assert provider.pod_volumes(pod.ref) == _volumes(b"v2")
+    assert provider.pod_volumes(PodRef("default", "web", "uid-other")) is None
+    await provider.delete_pod(pod)
+    assert provider.pod_volumes(pod.ref) is None
+
+
+async def test_without_the_volumes_key_set_pod_volumes_is_not_supported(
+    provider: MockProvider, tmp_path: Path
+) -> None:
+    assert load_mock_config(write_config(tmp_path, {"vk-0": {}}), node_name="vk-0").volumes is False
+    assert Capability.VOLUMES not in provider.capabilities()
+    with pytest.raises(NotSupported):
+        await provider.set_pod_volumes(make_pod().ref, _volumes(b"v1"))
+    assert provider.pod_volumes(make_pod().ref) is None
+
+
+def test_the_volumes_key_must_be_a_boolean(tmp_path: Path) -> None:
+    path = write_config(tmp_path, {"vk-0": {"volumes": "yes"}})
+    with pytest.raises(MockConfigError, match="volumes must be true or false"):
+        load_mock_config(path, node_name="vk-0")

@@ -16,10 +16,20 @@ nodes::
     }
 
 ``cpu``, ``memory``, ``pods``, ``others`` and ``providerID`` are upstream's keys; ``labels``,
-``taints``, ``architecture`` and ``operatingSystem`` are ours. Absent keys take defaults: cpu
-``20``, memory ``100Gi``, pods ``20``, no extra resources, no provider ID, no labels or taints,
-the host's architecture under its Go name (``amd64``, ``arm64``, ...) rather than upstream's
-hard-coded amd64, and the operating system the caller passes (the CLI's ``--os``, ``linux``).
+``taints``, ``architecture``, ``operatingSystem`` and ``volumes`` are ours. Absent keys take
+defaults: cpu ``20``, memory ``100Gi``, pods ``20``, no extra resources, no provider ID, no
+labels or taints, the host's architecture under its Go name (``amd64``, ``arm64``, ...) rather
+than upstream's hard-coded amd64, the operating system the caller passes (the CLI's ``--os``,
+``linux``) and ``volumes`` false.
+
+``"volumes": true`` is a **benchmarking and testing aid**: the mock then declares the VOLUMES
+capability, so vkubelet resolves every pod's ConfigMap, Secret, downward-API and projected
+service-account token volumes (GETs and one TokenRequest per pod) and hands the contents over
+with ``set_pod_volumes``, as it does for a provider that mounts them. The mock still runs
+nothing and mounts nothing: it only keeps the last contents per pod UID (dropped when the pod
+is deleted). It measures what volumes cost vkubelet itself (bench/volumes.py) without real
+processes. Without the key the mock answers ``set_pod_volumes`` with NotSupported and vkubelet
+never resolves volumes for it.
 
 Where we differ from upstream (its bug 20), every problem is reported as a
 :class:`MockConfigError` whose message names the file, the key and the offending value, meant to
@@ -63,7 +73,18 @@ DEFAULT_PODS = "20"
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 
 _KNOWN_KEYS = frozenset(
-    {"cpu", "memory", "pods", "others", "providerID", "labels", "taints", "architecture", "operatingSystem"}
+    {
+        "cpu",
+        "memory",
+        "pods",
+        "others",
+        "providerID",
+        "labels",
+        "taints",
+        "architecture",
+        "operatingSystem",
+        "volumes",
+    }
 )
 _QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
 # A lower-case Go GOOS/GOARCH-like word: "linux", "windows", "amd64", "ppc64le", ...
@@ -114,6 +135,8 @@ class MockNodeConfig:
     taints: tuple[Taint, ...] = ()
     architecture: str = field(default_factory=host_architecture)
     operating_system: str = "linux"
+    #: declare Capability.VOLUMES and keep the contents handed over (a benchmarking/testing aid)
+    volumes: bool = False
 
     @property
     def capacity(self) -> dict[str, str]:
@@ -186,6 +209,7 @@ def parse_mock_config(
         os_name = _platform_word(configured_os, "operatingSystem", where)
     else:
         os_name = _platform_word(operating_system, "operating system", "--os")
+    volumes = _boolean(entry, "volumes", False, where)
     return MockNodeConfig(
         cpu=cpu,
         memory=memory,
@@ -196,6 +220,7 @@ def parse_mock_config(
         taints=taints,
         architecture=architecture,
         operating_system=os_name,
+        volumes=volumes,
     )
 
 
@@ -241,6 +266,15 @@ def _string(entry: Mapping[str, Any], key: str, default: str, where: str) -> str
         return default
     if not isinstance(value, str):
         raise MockConfigError(f"{where}: {key} must be a string, got {value!r}")
+    return value
+
+
+def _boolean(entry: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    value = entry.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise MockConfigError(f"{where}: {key} must be true or false, got {value!r}")
     return value
 
 

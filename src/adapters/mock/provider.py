@@ -28,6 +28,11 @@ It implements the ``Provider`` port for demos, tests and the e2e suite, followin
 * **Capabilities.** Pod and node status streams, stats summary and resource metrics only. No
   logs, exec, attach or port-forward: those answer 501 on the kubelet API instead of upstream's
   fake success.
+* **Volumes** only with the config key ``"volumes": true`` (a benchmarking and testing aid, see
+  :mod:`vkubelet.adapters.mock.config`): the mock then declares VOLUMES, so vkubelet resolves
+  every pod's volumes and calls :meth:`MockProvider.set_pod_volumes`, and it keeps the last
+  contents per UID (:meth:`MockProvider.pod_volumes`) until the pod is deleted. Nothing is
+  mounted anywhere. Without the key ``set_pod_volumes`` raises NotSupported.
 * **Deterministic usage.** Stats and metrics derive from a stable hash of ``uid/container``
   instead of random numbers: each container uses a constant 1-100 millicores and
   8-136 MiB of working set; its cumulative CPU time is that rate times the time since it
@@ -154,6 +159,9 @@ class MockProvider:
         self._ips_in_use: set[str] = set()
         self._retired_core_nano_seconds = 0  # CPU time of deleted pods, so the node counter grows
         self._updates: asyncio.Queue[Pod | _Stop] = asyncio.Queue()
+        # uid -> the last volume contents handed over (only with the "volumes" config key)
+        self._volumes: dict[str, PodVolumes] = {}
+        self._capabilities = _CAPABILITIES | {Capability.VOLUMES} if self._config.volumes else _CAPABILITIES
         self._closed = False
         self._template = self._initial_template()
         self._template_version = 0  # bumped by every update_node
@@ -177,7 +185,20 @@ class MockProvider:
         self._publish(stored)
 
     async def set_pod_volumes(self, ref: PodRef, volumes: PodVolumes) -> None:
-        raise NotSupported("the mock provider takes no volumes: it runs no processes to mount them in")
+        """Keep ``volumes`` for ``ref``'s UID (the pod need not exist yet: this comes before the
+        create). NotSupported unless the config has ``"volumes": true``."""
+        if Capability.VOLUMES not in self._capabilities:
+            raise NotSupported(
+                "the mock provider takes no volumes: it runs no processes to mount them in "
+                '(its config key "volumes": true keeps them, for benchmarks and tests)'
+            )
+        self._check_open()
+        self._volumes[ref.uid] = volumes
+        log.debug("mock: kept the volumes of pod %s (%d with files)", ref, len(volumes.files))
+
+    def pod_volumes(self, ref: PodRef) -> PodVolumes | None:
+        """The last contents :meth:`set_pod_volumes` kept for ``ref``'s UID, if any."""
+        return self._volumes.get(ref.uid)
 
     async def update_pod(self, pod: Pod) -> None:
         """Take the new metadata and spec, keep the status; a changed image restarts that container."""
@@ -194,6 +215,7 @@ class MockProvider:
 
     async def delete_pod(self, pod: Pod) -> None:
         """Forget the pod and report it terminated. NotFound when it is unknown (already gone)."""
+        self._volumes.pop(pod.ref.uid, None)  # also when only the volumes arrived
         current = self._lookup(pod.ref)
         del self._pods[pod.ref.uid]
         ip = self._ips.pop(pod.ref.uid, None)
@@ -304,7 +326,7 @@ class MockProvider:
 
     # -- capabilities and lifecycle -------------------------------------------------------
     def capabilities(self) -> frozenset[Capability]:
-        return _CAPABILITIES
+        return self._capabilities
 
     async def close(self) -> None:
         """End the status streams. Pods are kept (they "keep running")."""

@@ -36,4 +36,3 @@ def test_a_loopback_only_host_is_warned_about(
         assert cli.node_ip(_settings(None)) == "127.0.0.1"
     (record,) = caplog.records
     assert "node proxy refuses" in record.getMessage() and "VKUBELET_POD_IP" in record.getMessage()
-
