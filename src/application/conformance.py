@@ -36,6 +36,7 @@ from vkubelet.application.ports.streams import LogOptions, TerminalSize
 from vkubelet.domain.errors import DomainError, InvalidInput, NotFound, NotSupported, classify, is_error
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time
 from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
+from vkubelet.domain.volumes import EmptyDirVolume, FileVolume, PodVolumes, VolumeFile
 
 T = TypeVar("T")
 
@@ -475,6 +476,7 @@ async def describe_consistent(provider: Provider, ctx: CaseContext) -> None:
         Capability.PORT_FORWARD: lambda: provider.port_forward(ref, 80, _ClosedStream()),
         Capability.STATS_SUMMARY: provider.stats_summary,
         Capability.METRICS_RESOURCE: provider.metrics_resource,
+        Capability.VOLUMES: lambda: provider.set_pod_volumes(ref, PodVolumes()),
     }
     for capability, call in undeclared.items():
         if capability in declared:
@@ -892,6 +894,66 @@ async def exec_exit_code_and_stdin(provider: Provider, ctx: CaseContext) -> None
         )
 
 
+def _greeting_volumes(text: bytes) -> PodVolumes:
+    return PodVolumes(
+        files=(
+            FileVolume(name="greeting", kind="configMap", files=(VolumeFile(path="hello.txt", data=text),)),
+        ),
+        empty_dirs=(EmptyDirVolume(name="scratch"),),
+    )
+
+
+async def volumes_accepted(provider: Provider, ctx: CaseContext) -> None:
+    """set_pod_volumes before create_pod is taken; a path leaving the volume is InvalidInput.
+    With EXEC too: the container reads the file at its mountPath, and a second
+    set_pod_volumes with new contents shows in the running container (swapped in place)."""
+    pod = ctx.new_pod()
+    mount_path = f"/tmp/vkubelet-conformance-{pod.ref.uid}"
+    manifest = dict(pod.manifest)
+    spec = dict(manifest["spec"])
+    container = dict(spec["containers"][0])
+    container["volumeMounts"] = [
+        {"name": "greeting", "mountPath": mount_path, "readOnly": True},
+        {"name": "scratch", "mountPath": f"{mount_path}-scratch"},
+    ]
+    spec["containers"] = [container]
+    spec["volumes"] = [
+        {"name": "greeting", "configMap": {"name": "greeting"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    manifest["spec"] = spec
+    pod = Pod(pod.ref, manifest)
+    ctx.step(f"set_pod_volumes {pod.ref} with a path that leaves the volume")
+    escaping = PodVolumes(
+        files=(FileVolume("greeting", "configMap", (VolumeFile(path="../escape", data=b"x"),)),)
+    )
+    await expect_error(
+        "set_pod_volumes with the file path '../escape'",
+        provider.set_pod_volumes(pod.ref, escaping),
+        (InvalidInput,),
+        clock=ctx.clock,
+        within=ctx.timeout,
+    )
+    ctx.step(f"set_pod_volumes {pod.ref}")
+    await _within(ctx.clock, ctx.timeout, provider.set_pod_volumes(pod.ref, _greeting_volumes(b"hello")))
+    await ctx.create(pod)
+    await ctx.wait_running(pod)
+    if Capability.EXEC not in provider.capabilities():
+        ctx.note("no EXEC: the mounted contents are not checked")
+        return
+
+    async def reads(expected: bytes) -> tuple[bool, str]:
+        io = ScriptedIO()
+        code = await provider.exec_in_container(pod.ref, CONTAINER, ["cat", f"{mount_path}/hello.txt"], io)
+        return code == 0 and bytes(io.out) == expected, f"exit code {code}, stdout {bytes(io.out[:100])!r}"
+
+    ctx.step(f"exec cat {mount_path}/hello.txt")
+    await ctx.eventually(lambda: reads(b"hello"), what=f"{mount_path}/hello.txt reading 'hello'")
+    ctx.step(f"set_pod_volumes {pod.ref} with new contents")
+    await _within(ctx.clock, ctx.timeout, provider.set_pod_volumes(pod.ref, _greeting_volumes(b"changed")))
+    await ctx.eventually(lambda: reads(b"changed"), what=f"{mount_path}/hello.txt reading 'changed' in place")
+
+
 async def invalid_input_rejected(provider: Provider, ctx: CaseContext) -> None:
     """A pod without metadata.uid is refused with InvalidInput (over the wire: INVALID_ARGUMENT)."""
     valid = ctx.new_pod()
@@ -947,6 +1009,12 @@ CASES: tuple[CaseSpec, ...] = (
         "exec returns exit codes and passes stdin",
         exec_exit_code_and_stdin,
         Capability.EXEC,
+    ),
+    CaseSpec(
+        "volumes_accepted",
+        "volume contents are taken before the create and swapped in place",
+        volumes_accepted,
+        Capability.VOLUMES,
     ),
     CaseSpec("invalid_input_rejected", "a pod without a UID is InvalidInput", invalid_input_rejected),
 )
