@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,6 +112,8 @@ class PodVolumes:
 
     files: tuple[FileVolume, ...] = ()
     empty_dirs: tuple[EmptyDirVolume, ...] = ()
+    #: the pod's imagePullSecrets merged into one docker config JSON ({"auths": {...}}), b"" for none
+    image_pull_secret: bytes = b""
 
     def digest(self) -> str:
         """A stable hash of the contents: equal volumes, equal digests (to detect a change)."""
@@ -122,6 +125,7 @@ class PodVolumes:
                 hasher.update(file.data)
         for empty in sorted(self.empty_dirs, key=lambda v: v.name):
             hasher.update(f"E{empty.name}\0{empty.medium}\0{empty.size_limit or ''}\0".encode())
+        hasher.update(b"P" + self.image_pull_secret)
         return hasher.hexdigest()
 
 
@@ -184,6 +188,8 @@ class VolumeSources:
 class VolumeReason(StrEnum):
     # The kubelet's reason for any MountVolume.SetUp error.
     FAILED_MOUNT = "FailedMount"
+    # The kubelet's warning when an imagePullSecret cannot be read; the pod still starts.
+    FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET = "FailedToRetrieveImagePullSecret"
     # Ours: the manifest cannot be projected as written (the API server normally rejects it).
     INVALID_VOLUME = "InvalidVolume"
     UNSUPPORTED_VOLUME = "UnsupportedVolume"
@@ -415,6 +421,8 @@ def required_volume_sources(pod: Pod) -> VolumeSources:
         if isinstance(name, str) and name:
             target.add(name)
 
+    for pull in _list(pod.spec.get("imagePullSecrets")):
+        add(secrets, pull)
     for entry in _list(pod.spec.get("volumes")):
         try:
             volume = _classify(entry)
@@ -521,7 +529,54 @@ def project_volumes(
         except _Failed as failed:
             message = f"MountVolume.SetUp failed for volume {_go_quote(volume.name)} : {failed.message}"
             return VolumeResolution(None, tuple(events), VolumeFailure(failed.reason, message))
-    return VolumeResolution(PodVolumes(tuple(files), tuple(empty_dirs)), tuple(events), None)
+    pull_secret = _image_pull_secret(pod, inputs, events)
+    return VolumeResolution(PodVolumes(tuple(files), tuple(empty_dirs), pull_secret), tuple(events), None)
+
+
+def _image_pull_secret(pod: Pod, inputs: _Inputs, events: list[VolumeEvent]) -> bytes:
+    """The imagePullSecrets merged as the kubelet's keyring merges them: each registry from the
+    first secret that names it. ``kubernetes.io/dockerconfigjson`` secrets hold ``{"auths":
+    {...}}`` under ``.dockerconfigjson``; legacy ``kubernetes.io/dockercfg`` ones hold the bare
+    registry map under ``.dockercfg``. An unreadable or malformed one is a warning, not a failure:
+    the kubelet starts the pod and lets the pull decide."""
+    auths: dict[str, Any] = {}
+    unusable: list[str] = []
+    for pull in _list(pod.spec.get("imagePullSecrets")):
+        name = pull.get("name") if isinstance(pull, Mapping) else None
+        if not isinstance(name, str) or not name:
+            continue
+        lookup = inputs.secrets.get(name, _NOT_FETCHED)
+        registries = _registries(lookup.data) if isinstance(lookup, Found) else None
+        if registries is None:
+            unusable.append(name)
+            continue
+        for registry, entry in registries.items():
+            auths.setdefault(registry, entry)
+    if unusable:
+        events.append(
+            VolumeEvent(
+                EnvEventType.WARNING,
+                VolumeReason.FAILED_TO_RETRIEVE_IMAGE_PULL_SECRET,
+                f"Unable to retrieve some image pull secrets ({', '.join(unusable)}); attempting to "
+                "pull the image may not succeed.",
+            )
+        )
+    if not auths:
+        return b""
+    return json.dumps({"auths": auths}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _registries(data: Mapping[str, bytes]) -> dict[str, Any] | None:
+    for key, wrapped in ((".dockerconfigjson", True), (".dockercfg", False)):
+        if key not in data:
+            continue
+        try:
+            decoded = json.loads(data[key])
+        except ValueError:
+            return None
+        registries = decoded.get("auths") if wrapped and isinstance(decoded, Mapping) else decoded
+        return dict(registries) if isinstance(registries, Mapping) else None
+    return None
 
 
 def _empty_dir(volume: _Volume) -> EmptyDirVolume:

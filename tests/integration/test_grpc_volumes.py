@@ -37,6 +37,7 @@ VOLUMES = PodVolumes(
         EmptyDirVolume(name="scratch", medium="Memory", size_limit="64Mi"),
         EmptyDirVolume(name="tmp"),
     ),
+    image_pull_secret=b'{"auths":{"registry.example":{"auth":"dXNlcjpwdw=="}}}',
 )
 
 

@@ -90,6 +90,7 @@ def volumes_to_proto(volumes: PodVolumes) -> pb.PodVolumes:
             pb.EmptyDirVolume(name=e.name, medium=e.medium, size_limit=e.size_limit or "")
             for e in volumes.empty_dirs
         ],
+        image_pull_secret=volumes.image_pull_secret,
     )
 
 
@@ -114,7 +115,7 @@ def volumes_from_proto(message: pb.PodVolumes, *, call: str) -> PodVolumes:
         EmptyDirVolume(name=e.name, medium=e.medium, size_limit=e.size_limit or None)
         for e in message.empty_dirs
     )
-    return PodVolumes(files=tuple(files), empty_dirs=empty_dirs)
+    return PodVolumes(files=tuple(files), empty_dirs=empty_dirs, image_pull_secret=message.image_pull_secret)
 
 
 # -- Describe -----------------------------------------------------------------------------------

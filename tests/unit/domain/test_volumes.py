@@ -1,3 +1,4 @@
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1041,3 +1042,75 @@ def test_token_refresh_jitter_moves_it_earlier() -> None:
 
 def test_default_mode_constant_is_the_kubelet_default() -> None:
     assert DEFAULT_MODE == 0o644 == 420
+
+
+# -- imagePullSecrets -------------------------------------------------------------------------
+
+
+def _pull_pod(*names: str) -> Pod:
+    return Pod.from_manifest(
+        {
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+            "spec": {
+                "containers": [{"name": "c", "image": "registry.example/app:1"}],
+                "imagePullSecrets": [{"name": n} for n in names],
+            },
+        }
+    )
+
+
+def _docker_config(auths: dict[str, object]) -> dict[str, bytes]:
+    return {".dockerconfigjson": json.dumps({"auths": auths}).encode()}
+
+
+def test_image_pull_secrets_are_fetched_and_merged_first_one_wins() -> None:
+    pod = _pull_pod("primary", "legacy")
+    assert required_volume_sources(pod).secrets == ("legacy", "primary")
+    resolution = project_volumes(
+        pod,
+        config_maps={},
+        secrets={
+            "primary": Found(_docker_config({"registry.example": {"auth": "cHJpbWFyeQ=="}})),
+            "legacy": Found(
+                {
+                    ".dockercfg": json.dumps(
+                        {"registry.example": {"auth": "bGVnYWN5"}, "other.example": {"auth": "b3RoZXI="}}
+                    ).encode()
+                }
+            ),
+        },
+        tokens={},
+        node_allocatable={},
+    )
+    assert resolution.volumes is not None and resolution.events == ()
+    merged = json.loads(resolution.volumes.image_pull_secret)
+    assert merged == {
+        "auths": {"registry.example": {"auth": "cHJpbWFyeQ=="}, "other.example": {"auth": "b3RoZXI="}}
+    }
+
+
+def test_a_missing_or_malformed_pull_secret_warns_and_does_not_fail_the_pod() -> None:
+    pod = _pull_pod("gone", "garbled", "fine")
+    resolution = project_volumes(
+        pod,
+        config_maps={},
+        secrets={
+            "gone": MISSING,
+            "garbled": Found({".dockerconfigjson": b"{not json"}),
+            "fine": Found(_docker_config({"r.example": {"auth": "eA=="}})),
+        },
+        tokens={},
+        node_allocatable={},
+    )
+    assert resolution.failure is None and resolution.volumes is not None
+    (event,) = resolution.events
+    assert event.reason == "FailedToRetrieveImagePullSecret"
+    assert "(gone, garbled)" in event.message
+    assert json.loads(resolution.volumes.image_pull_secret) == {"auths": {"r.example": {"auth": "eA=="}}}
+
+
+def test_no_pull_secrets_means_empty_bytes_and_the_digest_sees_a_change() -> None:
+    pod = _pull_pod()
+    resolution = project_volumes(pod, config_maps={}, secrets={}, tokens={}, node_allocatable={})
+    assert resolution.volumes is not None and resolution.volumes.image_pull_secret == b""
+    assert PodVolumes().digest() != PodVolumes(image_pull_secret=b"{}").digest()

@@ -193,12 +193,14 @@ class EmptyDirVolume(_message.Message):
     def __init__(self, name: _Optional[str] = ..., medium: _Optional[str] = ..., size_limit: _Optional[str] = ...) -> None: ...
 
 class PodVolumes(_message.Message):
-    __slots__ = ("files", "empty_dirs")
+    __slots__ = ("files", "empty_dirs", "image_pull_secret")
     FILES_FIELD_NUMBER: _ClassVar[int]
     EMPTY_DIRS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_PULL_SECRET_FIELD_NUMBER: _ClassVar[int]
     files: _containers.RepeatedCompositeFieldContainer[FileVolume]
     empty_dirs: _containers.RepeatedCompositeFieldContainer[EmptyDirVolume]
-    def __init__(self, files: _Optional[_Iterable[_Union[FileVolume, _Mapping]]] = ..., empty_dirs: _Optional[_Iterable[_Union[EmptyDirVolume, _Mapping]]] = ...) -> None: ...
+    image_pull_secret: bytes
+    def __init__(self, files: _Optional[_Iterable[_Union[FileVolume, _Mapping]]] = ..., empty_dirs: _Optional[_Iterable[_Union[EmptyDirVolume, _Mapping]]] = ..., image_pull_secret: _Optional[bytes] = ...) -> None: ...
 
 class SetPodVolumesRequest(_message.Message):
     __slots__ = ("pod", "volumes")

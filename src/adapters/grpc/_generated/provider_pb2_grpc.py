@@ -154,7 +154,8 @@ class ProviderServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetPodVolumes(self, request, context):
-        """The contents of a pod's volumes (capability VOLUMES, added in protocol revision 2). A
+        """The contents of a pod's volumes, and its image pull credentials (capability VOLUMES, added
+        in protocol revision 2). A
         provider cannot read ConfigMaps, Secrets or service-account tokens itself, so vkubelet
         resolves them as the kubelet does and sends the files. Called before CreatePod for a new
         pod (the provider keeps the contents by UID until the create arrives) and again whenever
