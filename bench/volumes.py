@@ -23,11 +23,13 @@ Pods are bound with ``spec.nodeName`` (no scheduler in the path) and tolerate ev
 run: start the daemon, wait for its Node Ready, create the N pods (``--create-concurrency``
 POSTs in flight) and time from the first POST until one watch has seen all N Running (pods/s =
 N / that time); the daemon's CPU (utime+stime from ``/proc/<pid>/stat``) over that interval;
-then ``--steady-seconds`` with the N pods Running (vkubelet re-checks running pods' volumes
-every 2 s: this shows what that costs); then one collection DELETE and the time until all are
-gone. Request counts come from the API server's own ``apiserver_request_total`` (scraped from
-``/metrics`` around each phase): they count every client, so the plain runs show the
-background (the controller-manager's own token refreshes, for instance).
+then ``--steady-seconds`` with the N pods Running, after ``--steady-settle`` seconds (vkubelet
+re-checks running pods' volumes every 2 s: this shows what that costs; without settling, the
+burst's events are still being written in that interval, for both kinds); then one
+collection DELETE and the time until all are gone. Request counts come from the API server's
+own ``apiserver_request_total`` (scraped from ``/metrics`` around each phase): they count every
+client, so the plain runs show the background (the controller-manager's own token refreshes,
+for instance).
 
 Client limits (``--limits``): ``default`` is the daemon's ``--kube-api-qps 50 --kube-api-burst
 100``; ``raised`` is ``--kube-api-qps 0`` (unlimited, see src/entrypoints/cli_args.py). Rounds
@@ -50,7 +52,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,7 @@ class Options:
     pods: int
     create_concurrency: int
     steady_seconds: float
+    steady_settle: float
     timeout: float
     work_dir: Path
 
@@ -112,6 +115,82 @@ async def request_counts(api: Api) -> dict[str, float]:
 
 def delta(after: dict[str, float], before: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}_{key}": after[key] - before[key] for key in after}
+
+
+# -- the pod watch --------------------------------------------------------------------------------
+
+
+@dataclass
+class ResumingPodWatch(PodWatch):
+    """compare.PodWatch that survives the API server ending its watch.
+
+    The volume runs create 2N ConfigMaps and Secrets just before the watch starts, so the
+    resourceVersion of the list it starts from can be ahead of the API server's pod watch cache;
+    the server then answers with an ERROR event ("Too large resource version", 504) and closes
+    the stream, and compare.PodWatch would stop with "the watch ended". Here the watch resumes
+    from the last resourceVersion it saw (after a short pause), and after a 410 Gone it lists the
+    namespace's pods once to catch up (pods seen before and missing from the list count as gone
+    at that moment). Bounded: ``max_restarts``.
+    """
+
+    max_restarts: int = 50
+    restarts: int = 0
+    _seen: set[str] = field(default_factory=set)
+
+    async def _run(self, version: str) -> None:
+        while True:
+            version = await self._follow(version)
+            self.restarts += 1
+            if self.restarts > self.max_restarts:
+                raise RuntimeError(f"the watch ended {self.restarts} times")
+            await asyncio.sleep(0.5)
+            if not version:
+                version = await self._catch_up()
+
+    async def _follow(self, version: str) -> str:
+        """Watch from ``version`` until the stream ends; the version to resume from ("" = list)."""
+        path = (
+            f"/api/v1/namespaces/{self.namespace}/pods?watch=1&resourceVersion={version}"
+            "&allowWatchBookmarks=true&timeoutSeconds=7200"
+        )
+        async with self.api.session.get(self.api.server + path) as response:
+            response.raise_for_status()
+            async for line in response.content:
+                now = time.monotonic()
+                event = json.loads(line)
+                pod = event["object"]
+                if event["type"] == "ERROR":
+                    code = pod.get("code")
+                    log(f"watch of {self.namespace}: {code} {pod.get('message', '')[:200]}; resuming")
+                    return "" if code == 410 else version
+                version = (pod.get("metadata") or {}).get("resourceVersion") or version
+                name = (pod.get("metadata") or {}).get("name")
+                if event["type"] == "BOOKMARK" or not name:
+                    continue
+                if event["type"] == "DELETED":
+                    self.gone.setdefault(name, now)
+                else:
+                    self._seen.add(name)
+                    if (pod.get("status") or {}).get("phase") != "Running":
+                        continue
+                    self.running.setdefault(name, now)
+                self._changed.set()
+        return version
+
+    async def _catch_up(self) -> str:
+        listing = await self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/pods")
+        now = time.monotonic()
+        present = set()
+        for pod in listing.get("items") or ():
+            name = pod["metadata"]["name"]
+            present.add(name)
+            self._seen.add(name)
+            if (pod.get("status") or {}).get("phase") == "Running":
+                self.running.setdefault(name, now)
+        for name in self._seen - present:
+            self.gone.setdefault(name, now)
+        self._changed.set()
+        return str(listing["metadata"]["resourceVersion"])
 
 
 # -- the workload ---------------------------------------------------------------------------------
@@ -237,7 +316,7 @@ async def run_once(
         await post_all(api, f"{base}/secrets", [secret(n) for n in names], concurrency=32)
         result["setup_s"] = time.monotonic() - t
     stack = start_daemon(cluster, options, node, qps, burst)
-    watch = PodWatch(api, namespace)
+    watch = ResumingPodWatch(api, namespace)
     try:
         started = time.monotonic()
         await wait_node_ready(api, stack, within=120)
@@ -264,6 +343,8 @@ async def run_once(
 
         # steady: N pods Running (the periodic volume check of running pods)
         if options.steady_seconds > 0:
+            await asyncio.sleep(options.steady_settle)
+            stack.check_alive()
             counts, cpu = await request_counts(api), cpu_seconds(pid)
             t1 = time.monotonic()
             await asyncio.sleep(options.steady_seconds)
@@ -286,6 +367,7 @@ async def run_once(
         result["peak_rss_mib"] = memory_kib(pid)["VmHWM"] / 1024
     finally:
         await watch.stop()
+        result["watch_restarts"] = watch.restarts
         result["exit_codes"] = stack.stop()
         base = f"/api/v1/namespaces/{namespace}"
         # Collection deletes now, so the namespace controller has little left to do in the
@@ -390,6 +472,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steady-seconds", type=float, default=10.0, help="interval with N pods Running, s (0: skip)"
     )
+    parser.add_argument(
+        "--steady-settle",
+        type=float,
+        default=0.0,
+        help="wait before the steady interval, s (default 0: events of the burst are still being written)",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="deadline of each wait, s")
     parser.add_argument("--work-dir", type=Path, help="logs and configs (default: a new temp dir)")
     parser.add_argument("--out", type=Path, help="JSON lines of results (default: <work-dir>/results.jsonl)")
@@ -411,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pods=args.pods,
         create_concurrency=args.create_concurrency,
         steady_seconds=args.steady_seconds,
+        steady_settle=args.steady_settle,
         timeout=args.timeout,
         work_dir=work_dir,
     )

@@ -77,6 +77,8 @@ from vkubelet.domain.sync import (
 
 log = logging.getLogger(__name__)
 
+VOLUME_REFRESH_PERIOD = 2.0  # seconds between checks of running pods' volume contents
+
 
 @dataclass(frozen=True, slots=True)
 class PodControllerSettings:
@@ -88,7 +90,10 @@ class PodControllerSettings:
     watch_retry: Backoff = field(default_factory=lambda: Backoff(base=0.2, cap=10.0))
     # How often running pods' volume contents are checked for changes (edited ConfigMaps and
     # Secrets, tokens due for refresh). Reads are GETs behind the config source's TTL cache.
-    volume_refresh_period: float = 2.0
+    volume_refresh_period: float = VOLUME_REFRESH_PERIOD
+    # At most this many pods are checked per period (None: all), rotating through them, so the
+    # checks of many pods do not eat the client's rate limit that creates and status patches need.
+    volume_refresh_batch: int | None = None
 
 
 class _RetryLater(Exception):
@@ -308,11 +313,17 @@ class PodController:
             await self.reconcile()
 
     async def _refresh_volumes_periodically(self) -> None:
+        waiting: list[str] = []  # this rotation's pods not checked yet
+        batch = self._settings.volume_refresh_batch
         while True:
             await self._clock.sleep(self._settings.volume_refresh_period)
-            for uid in list(self._volume_digests):
-                self._volumes_due.add(uid)
-                self._queue.add(uid)
+            if not waiting:
+                waiting = list(self._volume_digests)
+            due, waiting = (waiting, []) if batch is None else (waiting[:batch], waiting[batch:])
+            for uid in due:
+                if uid in self._volume_digests:
+                    self._volumes_due.add(uid)
+                    self._queue.add(uid)
 
     async def reconcile(self) -> None:
         """Compare the provider's pod list with what we know and re-enqueue every pod."""

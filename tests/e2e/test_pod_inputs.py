@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.network import TestNetwork
 from tests.e2e.test_whole_cluster import apply, is_ready, pod_spec
-from tests.e2e.vkubelet_process import VkubeletProcess, service_account_kubeconfig, wait_for
+from tests.e2e.vkubelet_process import VkubeletProcess, process_provider_node, scratch_namespace, wait_for
 
 NODE = "vk-e2e-inputs"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -27,35 +27,16 @@ TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 def daemon(
     control_plane: Any, test_network: TestNetwork | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VkubeletProcess]:
+    capacity = {"cpu": "4", "memory": "8Gi", "pods": "40"}
     work_dir = tmp_path_factory.mktemp("inputs")
-    process = VkubeletProcess(
-        work_dir=work_dir,
-        kubeconfig=service_account_kubeconfig(control_plane, work_dir),
-        node_name=NODE,
-        network=test_network,
-        provider="process",
-        provider_config={NODE: {"cpu": "4", "memory": "8Gi", "pods": "40"}},
-    ).start()
-    try:
-        wait_for(lambda: node_ready(control_plane), timeout=60, what="node Ready")
+    with process_provider_node(control_plane, test_network, work_dir, NODE, capacity) as process:
         yield process
-        process.assert_alive()
-    finally:
-        process.stop()
-        print(process.log_tail(80))
 
 
 @pytest.fixture
 def namespace(control_plane: Any) -> Iterator[str]:
-    name = f"in-{uuid.uuid4().hex[:6]}"
-    control_plane.create_namespace(name)
-    yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def node_ready(control_plane: Any) -> bool:
-    node = json.loads(control_plane.kubectl("get", "node", NODE, "-o", "json").stdout)
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+    with scratch_namespace(control_plane, "in") as name:
+        yield name
 
 
 def pod_json(control_plane: Any, namespace: str, name: str) -> dict[str, Any]:

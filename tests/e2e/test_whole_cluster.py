@@ -21,7 +21,14 @@ from typing import Any
 import pytest
 
 from tests.e2e.network import TestNetwork
-from tests.e2e.vkubelet_process import ProviderProcess, VkubeletProcess, service_account_kubeconfig, wait_for
+from tests.e2e.vkubelet_process import (
+    ProviderProcess,
+    VkubeletProcess,
+    process_provider_node,
+    scratch_namespace,
+    service_account_kubeconfig,
+    wait_for,
+)
 
 NODE = "vk-e2e-workloads"
 NODE_CPU = "4"
@@ -104,33 +111,16 @@ def only_live_pods(control_plane: Any, namespace: str, selector: str, count: int
 def daemon(
     control_plane: Any, test_network: TestNetwork | None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VkubeletProcess]:
+    capacity = {"cpu": NODE_CPU, "memory": "8Gi", "pods": "40"}
     work_dir = tmp_path_factory.mktemp("workloads")
-    kubeconfig = service_account_kubeconfig(control_plane, work_dir)
-    process = VkubeletProcess(
-        work_dir=work_dir,
-        kubeconfig=kubeconfig,
-        node_name=NODE,
-        network=test_network,
-        provider="process",
-        provider_config={NODE: {"cpu": NODE_CPU, "memory": "8Gi", "pods": "40"}},
-    ).start()
-    try:
-        wait_for(
-            lambda: node_condition(control_plane, NODE)["status"] == "True", timeout=60, what="node Ready"
-        )
+    with process_provider_node(control_plane, test_network, work_dir, NODE, capacity) as process:
         yield process
-        process.assert_alive()
-    finally:
-        process.stop()
-        print(process.log_tail(80))
 
 
 @pytest.fixture
 def namespace(control_plane: Any) -> Iterator[str]:
-    name = f"wl-{uuid.uuid4().hex[:6]}"
-    control_plane.create_namespace(name)
-    yield name
-    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with scratch_namespace(control_plane, "wl") as name:
+        yield name
 
 
 def test_a_deployment_is_scheduled_scaled_and_restarted(

@@ -7,6 +7,7 @@ ClusterRole, so every e2e test also proves that RBAC is sufficient.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -238,3 +240,43 @@ class ProviderProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+def node_is_ready(control_plane: Any, node: str) -> bool:
+    found = control_plane.kubectl("get", "node", node, "-o", "json", check=False)
+    if found.returncode != 0:
+        return False
+    conditions = json.loads(found.stdout)["status"].get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@contextlib.contextmanager
+def process_provider_node(
+    control_plane: Any, network: TestNetwork | None, work_dir: Path, node: str, capacity: dict[str, str]
+) -> Iterator[VkubeletProcess]:
+    """vkubelet with the in-process process provider, as deploy/rbac.yaml's ServiceAccount, until
+    its node is Ready; stopped (log tail printed) at the end, and it must not have died."""
+    process = VkubeletProcess(
+        work_dir=work_dir,
+        kubeconfig=service_account_kubeconfig(control_plane, work_dir),
+        node_name=node,
+        network=network,
+        provider="process",
+        provider_config={node: capacity},
+    ).start()
+    try:
+        wait_for(lambda: node_is_ready(control_plane, node), timeout=60, what=f"node {node} Ready")
+        yield process
+        process.assert_alive()
+    finally:
+        process.stop()
+        print(process.log_tail(80))
+
+
+@contextlib.contextmanager
+def scratch_namespace(control_plane: Any, prefix: str) -> Iterator[str]:
+    """A fresh namespace (its default ServiceAccount ready), deleted without waiting afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    control_plane.create_namespace(name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -175,3 +175,31 @@ async def test_a_provider_without_the_capability_gets_no_volumes() -> None:
         assert "FailedMount" not in h.reasons(pod)
     finally:
         await h.stop()
+
+
+async def test_a_refresh_batch_rotates_through_the_pods() -> None:
+    h = VolumeHarness()
+    h.controller._settings = PodControllerSettings(
+        node_name="vk-node", workers=4, backoff=Backoff(base=0.05, cap=5), volume_refresh_period=REFRESH,
+        volume_refresh_batch=1,
+    )  # fmt: skip
+    await h.start()
+    try:
+        pods = []
+        for index in range(3):
+            h.configs.config_maps[(NS, f"cfg-{index}")] = {"v": "1"}
+            pods.append(
+                h.pods.create(volume_pod(f"p{index}", {"name": "cfg", "configMap": {"name": f"cfg-{index}"}}))
+            )
+        await h.eventually(lambda: all(h.creates_of(p.ref.uid) == 1 for p in pods), what="all created")
+        for index in range(3):
+            h.configs.config_maps[(NS, f"cfg-{index}")] = {"v": "2"}
+
+        def updated() -> int:
+            return sum(h.files(p, "cfg") == {"v": b"2"} for p in pods)
+
+        await h.advance(REFRESH + 0.5)
+        assert updated() == 1  # one pod per period
+        await h.eventually(lambda: updated() == 3, within=3 * REFRESH + 1, what="every pod checked in turn")
+    finally:
+        await h.stop()
