@@ -118,6 +118,26 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _start_jaeger(binary: Path, host: str, work_dir: Path, log_path: Path) -> Jaeger:
+    ports = {
+        "query": free_port(),
+        "query_grpc": free_port(),
+        "thrift_http": free_port(),
+        "otlp_http": free_port(),
+    }
+    config = work_dir / "jaeger.yaml"
+    compact = free_udp_port()
+    config.write_text(jaeger_config(host, compact=compact, **ports))
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [str(binary), "--config", f"file:{config}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "JAEGER_LISTEN_HOST": host},
+        )
+    return Jaeger(host, ports["query"], ports["thrift_http"], compact, ports["otlp_http"], process, log_path)
+
+
 @pytest.fixture(scope="module")
 def jaeger(
     request: pytest.FixtureRequest, test_network: TestNetwork | None, tmp_path_factory: pytest.TempPathFactory
@@ -128,26 +148,27 @@ def jaeger(
         binary = BinaryCache().ensure("jaeger")["jaeger"]
     host = test_network.host_ip if test_network else "127.0.0.1"
     work_dir = tmp_path_factory.mktemp("jaeger")
-    ports = {
-        "query": free_port(),
-        "query_grpc": free_port(),
-        "thrift_http": free_port(),
-        "otlp_http": free_port(),
-    }
-    config = work_dir / "jaeger.yaml"
-    compact = free_udp_port()
-    config.write_text(jaeger_config(host, compact=compact, **ports))
     log_path = work_dir / "jaeger.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(binary), "--config", f"file:{config}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "JAEGER_LISTEN_HOST": host},
-        )
-    server = Jaeger(
-        host, ports["query"], ports["thrift_http"], compact, ports["otlp_http"], process, log_path
-    )
+    # Free ports are chosen before Jaeger binds them: another socket can take one meanwhile
+    # (it happened in CI), so a start that loses that race is retried with new ports.
+    for attempt in range(3):
+        server = _start_jaeger(binary, host, work_dir, log_path)
+        started = server  # bound per attempt for the condition below
+        try:
+            wait_for(
+                lambda started=started: (
+                    started.process.poll() is not None or started.api("/api/services") is not None
+                ),
+                timeout=60,
+                what=f"Jaeger's query API (log: {log_path})",
+            )
+        except AssertionError:
+            server.process.kill()
+            raise
+        lost_race = server.process.poll() is not None and "address already in use" in server.log_tail()
+        if not lost_race or attempt == 2:
+            break
+    process = server.process
     try:
         wait_for(
             lambda: process.poll() is None and server.api("/api/services") is not None,
