@@ -270,12 +270,15 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
     down, which it takes for a control-plane problem."""
     assert daemon.process is not None  # the other node is up
     node_ip = test_network.node_ip if test_network else "127.0.0.1"
+    # Everything that can fail before the try/finally comes before the provider process starts.
+    kubeconfig = service_account_kubeconfig(control_plane, tmp_path)
+    namespace = f"life-{uuid.uuid4().hex[:6]}"
+    control_plane.create_namespace(namespace)
     provider = ProviderProcess(
         tmp_path, tmp_path / "provider.sock", node_ip, node_name=LIFECYCLE_NODE
     ).start()
     config = tmp_path / "grpc.json"
     config.write_text(json.dumps({"address": f"unix://{provider.socket_path}", "call_timeout": 5}))
-    kubeconfig = service_account_kubeconfig(control_plane, tmp_path)
 
     def start_daemon() -> VkubeletProcess:
         return VkubeletProcess(
@@ -287,8 +290,6 @@ def test_the_node_lifecycle_controller_evicts_from_a_dead_node_and_vkubelet_reco
             provider_config_path=config,
         ).start()
 
-    namespace = f"life-{uuid.uuid4().hex[:6]}"
-    control_plane.create_namespace(namespace)
     starts = tmp_path / "starts"
     node_daemon = start_daemon()
     try:
@@ -386,19 +387,20 @@ def test_a_provider_that_grows_its_node_gets_the_pending_pod_scheduled(
         str(MOCK_PROVIDER_SCRIPT), "--listen", f"unix://{socket_path}", "--provider-config", str(mock_config),
         "--nodename", GROWING_NODE, "--internal-ip", node_ip,
     ]  # fmt: skip
+    kubeconfig = service_account_kubeconfig(control_plane, tmp_path)
+    namespace = f"grow-{uuid.uuid4().hex[:6]}"
+    control_plane.create_namespace(namespace)
     provider.start()
     grpc_config = tmp_path / "grpc.json"
     grpc_config.write_text(json.dumps({"address": f"unix://{socket_path}", "call_timeout": 5}))
     daemon = VkubeletProcess(
         work_dir=tmp_path,
-        kubeconfig=service_account_kubeconfig(control_plane, tmp_path),
+        kubeconfig=kubeconfig,
         node_name=GROWING_NODE,
         network=test_network,
         provider="grpc",
         provider_config_path=grpc_config,
     ).start()
-    namespace = f"grow-{uuid.uuid4().hex[:6]}"
-    control_plane.create_namespace(namespace)
 
     def capacity_cpu() -> str:
         node = json.loads(control_plane.kubectl("get", "node", GROWING_NODE, "-o", "json").stdout)
