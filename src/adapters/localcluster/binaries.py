@@ -127,10 +127,10 @@ COMPONENTS: dict[str, Component] = {
         ),
         Component(
             # The Go virtual-kubelet CLI with its built-in mock provider, for bench/compare.py. A
-            # wrapper module although upstream has no replace lines: `go install ...@v1.13.0` reads
+            # wrapper module although upstream has no replace lines: `go install ...@v1.14.1` reads
             # the module's version list for deprecations, and the proxy refuses that list (403).
             name="upstream-vk",
-            version="v1.13.0",
+            version="v1.14.1",
             executables={"virtual-kubelet": "github.com/virtual-kubelet/virtual-kubelet/cmd/virtual-kubelet"},
             module="upstream-vk",
             expected_minutes="5",
