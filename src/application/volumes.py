@@ -1,10 +1,10 @@
 """Fetch what a pod's volumes reference, then project them with the pure domain rules.
 
-ConfigMaps and Secrets come from the ConfigSource (per-object GETs behind its short TTL cache,
-the same reads env resolution makes); service-account tokens from the TokenRequest API, bound
-to the pod. A token is requested once per pod and (audience, expiration) and kept until the
-kubelet's refresh rule says it is due (80 % of its lifetime, or 24 h), so the periodic volume
-check costs no token request until then.
+ConfigMaps (``data`` and ``binaryData`` as files) and Secrets come from the ConfigSource
+(per-object GETs behind its short TTL cache, the same reads env resolution makes);
+service-account tokens from the TokenRequest API, bound to the pod. A token is requested once
+per pod and (audience, expiration) and kept until the kubelet's refresh rule says it is due
+(80 % of its lifetime, or 24 h), so the periodic volume check costs no token request until then.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class VolumeResolver:
         sources = required_volume_sources(pod)
         namespace = sources.namespace
         config_maps, secrets, tokens = await asyncio.gather(
-            lookups(sources.config_maps, lambda name: self._configs.get_config_map(namespace, name)),
+            lookups(sources.config_maps, lambda name: self._configs.get_config_map_files(namespace, name)),
             lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name)),
             self._tokens_for(pod, sources.service_account, sources.tokens),
         )

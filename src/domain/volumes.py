@@ -12,15 +12,16 @@ containers' ``volumeMounts`` in the pod manifest. Volume kinds a provider cannot
 warn; they are never silently dropped.
 
 Files. A configMap/secret volume without ``items`` holds every key, named after it; with
-``items`` only the listed keys, at their ``path``. A file's mode is its item's ``mode``, else the
-volume's ``defaultMode``, else 0644. A listed key that is absent fails the volume unless the
-volume is ``optional``. Within one volume a repeated path keeps the last file (the kubelet's
-payload is a map); in a projected volume it is an error instead, because the sources would
-silently overwrite each other. Paths are checked as the kubelet's atomic writer checks them
-(relative, no ``..`` element, no leading ``..`` that could hide the writer's ``..data`` link,
-at most 4096 characters and 255 per element) and cleaned (``a//./b`` is ``a/b``); a path that
-is both a file and another file's directory is an error too. Nothing is written outside the
-volume.
+``items`` only the listed keys, at their ``path``. A configMap's keys are those of ``data``
+(written as UTF-8) and of ``binaryData`` (written as they are), alike. A file's mode is its
+item's ``mode``, else the volume's ``defaultMode``, else 0644. A listed key that is absent fails
+the volume unless the volume is ``optional``. Within one volume a repeated path keeps the last
+file (the kubelet's payload is a map); in a projected volume it is an error instead, because the
+sources would silently overwrite each other. Paths are checked as the kubelet's atomic writer
+checks them (relative, no ``..`` element, no leading ``..`` that could hide the writer's
+``..data`` link, at most 4096 characters and 255 per element) and cleaned (``a//./b`` is
+``a/b``); a path that is both a file and another file's directory is an error too. Nothing is
+written outside the volume.
 
 Missing objects. An ``optional`` configMap/secret that does not exist gives an empty volume (or
 no files from that projected source), with no event, as the kubelet mounts it. A mandatory one
@@ -317,13 +318,10 @@ def _go_quote(text: str) -> str:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _utf8(text: str) -> bytes:
+def utf8_bytes(text: str) -> bytes:
+    """``text`` as a file's bytes (UTF-8), the way the kubelet writes a Go string."""
     # A JSON string may carry a lone surrogate, which UTF-8 cannot encode; Go writes U+FFFD.
     return _SURROGATE.sub("\ufffd", text).encode()
-
-
-def _as_bytes(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else _utf8(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,7 +469,7 @@ _SECRET = _ObjectKind("secret", "secret", "references non-existent secret key: "
 @dataclass(frozen=True, slots=True)
 class _Inputs:
     pod: Pod
-    config_maps: Mapping[str, Lookup[Mapping[str, str]]]
+    config_maps: Mapping[str, Lookup[Mapping[str, bytes]]]
     secrets: Mapping[str, Lookup[Mapping[str, bytes]]]
     tokens: Mapping[TokenRequestSpec, Lookup[str]]
     node_allocatable: Mapping[str, str]
@@ -482,15 +480,16 @@ class _Inputs:
 def project_volumes(
     pod: Pod,
     *,
-    config_maps: Mapping[str, Lookup[Mapping[str, str]]],
+    config_maps: Mapping[str, Lookup[Mapping[str, bytes]]],
     secrets: Mapping[str, Lookup[Mapping[str, bytes]]],
     tokens: Mapping[TokenRequestSpec, Lookup[str]],
     node_allocatable: Mapping[str, str],
 ) -> VolumeResolution:
     """Resolve every volume of ``pod``; see the module docstring for the rules.
 
-    ``config_maps``/``secrets`` map names (in the pod's namespace) to what fetching them gave
-    (configmap ``data``; secret ``data`` decoded); ``tokens`` maps each of
+    ``config_maps``/``secrets`` map names (in the pod's namespace) to what fetching them gave:
+    the files of each, as bytes (a configmap's ``data`` encoded as UTF-8 together with its
+    ``binaryData`` decoded; a secret's ``data`` decoded); ``tokens`` maps each of
     :attr:`VolumeSources.tokens` to the token, Missing when the service account does not
     exist. Anything not fetched counts as unreadable. Unsupported volumes are left out with a
     Warning event each; whether that fails the pod is the caller's decision.
@@ -623,14 +622,10 @@ def _object_files(
 
 
 def _object_data(kind: _ObjectKind, name: str, *, optional: bool, inputs: _Inputs) -> Mapping[str, bytes]:
-    lookup: Lookup[Mapping[str, str]] | Lookup[Mapping[str, bytes]]
-    if kind is _CONFIG_MAP:
-        lookup = inputs.config_maps.get(name, _NOT_FETCHED)
-    else:
-        lookup = inputs.secrets.get(name, _NOT_FETCHED)
+    objects = inputs.config_maps if kind is _CONFIG_MAP else inputs.secrets
+    lookup = objects.get(name, _NOT_FETCHED)
     if isinstance(lookup, Found):
-        data: Mapping[str, str | bytes] = lookup.data
-        return {key: _as_bytes(value) for key, value in data.items()}
+        return lookup.data
     if isinstance(lookup, Missing):
         if optional:
             return {}  # the kubelet mounts the volume empty
@@ -662,7 +657,7 @@ def _downward_files(source: Manifest, *, default_mode: int, inputs: _Inputs) -> 
                 )
             except InvalidInput as exc:
                 raise _invalid(str(exc)) from exc
-        entries.append((path, _utf8(value), mode))
+        entries.append((path, utf8_bytes(value), mode))
     return entries
 
 
@@ -734,7 +729,7 @@ def _token_file(source: Manifest, *, default_mode: int, inputs: _Inputs) -> _Ent
         raise _Failed(VolumeReason.FAILED_MOUNT, f"failed to fetch token: {lookup.message}")
     # With an fsUser or fsGroup the kubelet writes 0600 and lets fsGroup ownership add group read.
     owned = inputs.fs_user is not None or inputs.fs_group is not None
-    return spec.path, _utf8(lookup.data), 0o600 if owned else default_mode
+    return spec.path, utf8_bytes(lookup.data), 0o600 if owned else default_mode
 
 
 _MAX_PATH_LENGTH = 4096

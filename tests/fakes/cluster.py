@@ -641,12 +641,14 @@ class FakeLeaseGateway(_FakeBase):
 class FakeConfigSource(_FakeBase):
     """``ConfigSource`` over dicts; failures can target one object (``namespace=``, ``name=``)."""
 
-    PORT_METHODS = frozenset({"get_config_map", "get_secret", "list_services"})
+    PORT_METHODS = frozenset({"get_config_map", "get_config_map_files", "get_secret", "list_services"})
     MATCH_KEYS = frozenset({"namespace", "name"})
 
     def __init__(self) -> None:
         super().__init__()
-        self.config_maps: dict[tuple[str, str], dict[str, str]] = {}
+        self.config_maps: dict[tuple[str, str], dict[str, str]] = {}  # data
+        # binaryData, decoded; a configmap exists when it is in config_maps
+        self.config_map_binary_data: dict[tuple[str, str], dict[str, bytes]] = {}
         self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
         self.services: dict[str, list[ServiceInfo]] = {}
 
@@ -656,6 +658,16 @@ class FakeConfigSource(_FakeBase):
         if data is None:
             raise NotFound(f'configmaps "{name}" not found in namespace {namespace}')
         return dict(data)
+
+    async def get_config_map_files(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        subject = {"namespace": namespace, "name": name}
+        self._enter("get_config_map_files", subject, namespace=namespace, name=name)
+        data = self.config_maps.get((namespace, name))
+        if data is None:
+            raise NotFound(f'configmaps "{name}" not found in namespace {namespace}')
+        files = {key: value.encode() for key, value in data.items()}
+        files.update(self.config_map_binary_data.get((namespace, name), {}))
+        return files
 
     async def get_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
         self._enter("get_secret", {"namespace": namespace, "name": name}, namespace=namespace, name=name)
@@ -669,8 +681,17 @@ class FakeConfigSource(_FakeBase):
         return [s for s in self.services.get(namespace, []) if s.cluster_ip not in ("", "None")]
 
     # -- helpers for tests --------------------------------------------------------------
-    def add_config_map(self, namespace: str, name: str, data: Mapping[str, str]) -> None:
+    def add_config_map(
+        self,
+        namespace: str,
+        name: str,
+        data: Mapping[str, str],
+        *,
+        binary_data: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """``binary_data`` is the decoded ``binaryData``: only volumes see it, as in the kubelet."""
         self.config_maps[(namespace, name)] = dict(data)
+        self.config_map_binary_data[(namespace, name)] = dict(binary_data or {})
 
     def add_secret(self, namespace: str, name: str, data: Mapping[str, bytes | str]) -> None:
         """Values are the decoded bytes (str is encoded as UTF-8 for convenience)."""

@@ -366,9 +366,20 @@ async def test_over_grpc_the_volumes_set_before_the_create_are_mounted(tmp_path:
         pod = make_pod(
             shell(f"cat {etc}/greeting; sleep 3600", volumeMounts=[{"name": "config", "mountPath": str(etc)}])
         )
-        await client.set_pod_volumes(pod.ref, PodVolumes(files=(config_volume(b"over grpc\n"),)))
+        # A configMap's binaryData key (issue 12): bytes that are not UTF-8 must arrive as they are.
+        binary = b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x80\xc3("
+        plain = config_volume(b"over grpc\n")
+        with_binary = FileVolume(
+            plain.name, plain.kind, (*plain.files, VolumeFile("logo.png", binary, 0o444))
+        )
+        await client.set_pod_volumes(pod.ref, PodVolumes(files=(with_binary,)))
         await client.create_pod(pod)
         assert await output_with(provider, pod, b"\n") == b"over grpc\n"
+        on_disk = volume_dir(provider, pod, "config") / "logo.png"
+        assert on_disk.read_bytes() == binary and on_disk.stat().st_mode & 0o7777 == 0o444
+        seen = FakeIO()
+        assert await provider.exec_in_container(pod.ref, "app", ["cat", f"{etc}/logo.png"], seen) == 0
+        assert bytes(seen.out) == binary
         await client.set_pod_volumes(pod.ref, PodVolumes(files=(config_volume(b"updated\n"),)))
         io = FakeIO()
         assert await provider.exec_in_container(pod.ref, "app", ["cat", f"{etc}/greeting"], io) == 0

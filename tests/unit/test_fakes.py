@@ -523,6 +523,19 @@ async def test_config_source_lookups_and_per_object_failures() -> None:
     assert await config.get_config_map("ns", "cfg") == {"k": "v"}
 
 
+async def test_config_source_files_view_merges_binary_data_that_env_does_not_see() -> None:
+    config = FakeConfigSource()
+    config.add_config_map("ns", "cfg", {"k": "v\u00e9"}, binary_data={"b": b"\x00\xff"})
+    assert await config.get_config_map_files("ns", "cfg") == {"k": "v\u00e9".encode(), "b": b"\x00\xff"}
+    assert await config.get_config_map("ns", "cfg") == {"k": "v\u00e9"}
+    with pytest.raises(NotFound):
+        await config.get_config_map_files("ns", "missing")
+    config.inject_failure("get_config_map_files", Transient("x"), name="cfg")
+    assert await config.get_config_map("ns", "cfg") == {"k": "v\u00e9"}  # the other view is unaffected
+    with pytest.raises(Transient):
+        await config.get_config_map_files("ns", "cfg")
+
+
 # -- events ----------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""ConfigMaps, Secrets and Services for env resolution (implements ``ConfigSource``).
+"""ConfigMaps, Secrets and Services for env and volume resolution (implements ``ConfigSource``).
 
 Upstream kept cluster-wide informers for all three (its bug 17: memory, RBAC to read every
 secret of the cluster, and syncs that ran before the caches were filled). Here each read is an
@@ -9,6 +9,9 @@ short TTL cache:
   share the request in flight, and later readers get the cached answer for ``ttl_seconds``;
 * NotFound is cached like a value (a burst of pods with a missing optional configmap is common);
   other failures are not cached, so a retry really retries;
+* a configmap is cached once as its raw ``data`` and ``binaryData``; the env view and the
+  volume view are both derived from that entry, so a pod using one configmap for both costs
+  one GET (and a bad ``binaryData`` value fails only the volume view, which reads it);
 * returned mappings are fresh copies: callers may keep or change them.
 """
 
@@ -18,6 +21,7 @@ import asyncio
 import base64
 import binascii
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
@@ -26,6 +30,7 @@ from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.cluster import ServiceInfo
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.domain.errors import InvalidInput, NotFound
+from vkubelet.domain.volumes import utf8_bytes
 
 T = TypeVar("T")
 _Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -34,6 +39,26 @@ _Key = tuple[str, str, str]  # (kind, namespace, name)
 def _namespaced(namespace: str, plural: str, name: str = "") -> str:
     path = f"/api/v1/namespaces/{quote(namespace, safe='')}/{plural}"
     return f"{path}/{quote(name, safe='')}" if name else path
+
+
+def _decode_base64(values: Mapping[str, Any], *, what: str, field: str) -> dict[str, bytes]:
+    """Base64 values of a manifest field (secret ``data``, configmap ``binaryData``), decoded.
+    Raises InvalidInput naming the object, the field and the key."""
+    decoded = {}
+    for key, value in values.items():
+        try:
+            decoded[str(key)] = base64.b64decode(value or "", validate=True)
+        except (binascii.Error, ValueError, TypeError) as exc:
+            raise InvalidInput(f"{what}: {field}[{key!r}] is not valid base64") from exc
+    return decoded
+
+
+@dataclass(frozen=True, slots=True)
+class _ConfigMap:
+    """What is cached of a configmap: its two fields as the API sent them."""
+
+    data: Mapping[str, str]
+    binary_data: Mapping[str, Any]  # base64 text, decoded when the volume view is asked for
 
 
 class KubernetesConfigSource:
@@ -49,26 +74,32 @@ class KubernetesConfigSource:
         self._inflight: dict[_Key, asyncio.Future[tuple[Any, NotFound | None]]] = {}
 
     async def get_config_map(self, namespace: str, name: str) -> Mapping[str, str]:
-        async def fetch() -> dict[str, str]:
+        return dict((await self._config_map(namespace, name)).data)
+
+    async def get_config_map_files(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        config_map = await self._config_map(namespace, name)
+        files = {key: utf8_bytes(value) for key, value in config_map.data.items()}
+        # The API server keeps the keys disjoint; were they not, binaryData wins, as in the
+        # kubelet's payload for a volume without items.
+        what = f"configmap {namespace}/{name}"
+        files.update(_decode_base64(config_map.binary_data, what=what, field="binaryData"))
+        return files
+
+    async def _config_map(self, namespace: str, name: str) -> _ConfigMap:
+        async def fetch() -> _ConfigMap:
             manifest = await self._client.request(
                 "GET", _namespaced(namespace, "configmaps", name), what=f"configmap {namespace}/{name}"
             )
-            return {str(k): str(v) for k, v in (manifest.get("data") or {}).items()}
+            data = {str(k): str(v) for k, v in (manifest.get("data") or {}).items()}
+            return _ConfigMap(data, dict(manifest.get("binaryData") or {}))
 
-        data = await self._cached(("configmap", namespace, name), fetch)
-        return dict(data)
+        return await self._cached(("configmap", namespace, name), fetch)
 
     async def get_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
         async def fetch() -> dict[str, bytes]:
             what = f"secret {namespace}/{name}"
             manifest = await self._client.request("GET", _namespaced(namespace, "secrets", name), what=what)
-            decoded = {}
-            for key, value in (manifest.get("data") or {}).items():
-                try:
-                    decoded[str(key)] = base64.b64decode(value or "", validate=True)
-                except (binascii.Error, ValueError) as exc:
-                    raise InvalidInput(f"{what}: data[{key!r}] is not valid base64") from exc
-            return decoded
+            return _decode_base64(manifest.get("data") or {}, what=what, field="data")
 
         data = await self._cached(("secret", namespace, name), fetch)
         return dict(data)

@@ -117,10 +117,18 @@ class LeaseGateway(Protocol):
 
 
 class ConfigSource(Protocol):
-    """ConfigMaps, Secrets and Services for environment resolution (read-only)."""
+    """ConfigMaps, Secrets and Services for environment and volume resolution (read-only)."""
 
     async def get_config_map(self, namespace: str, name: str) -> Mapping[str, str]:
-        """The configmap's ``data``. Raises NotFound."""
+        """The configmap's ``data`` (what env reads; ``binaryData`` is not part of it, as in the
+        kubelet). Raises NotFound."""
+        ...
+
+    async def get_config_map_files(self, namespace: str, name: str) -> Mapping[str, bytes]:
+        """The configmap as a volume sees it: ``data`` encoded as UTF-8 plus ``binaryData``
+        base64-decoded, in one key space (the API server keeps the two sets of keys disjoint).
+        Raises NotFound, or InvalidInput naming the configmap and the key when a ``binaryData``
+        value is not valid base64."""
         ...
 
     async def get_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:

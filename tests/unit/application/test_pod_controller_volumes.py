@@ -14,6 +14,7 @@ from tests.unit.application.test_pod_controller import NS, Harness
 from vkubelet.application.pod_controller import PodController, PodControllerSettings
 from vkubelet.application.volumes import VolumeResolver
 from vkubelet.domain.backoff import Backoff
+from vkubelet.domain.errors import InvalidInput
 from vkubelet.domain.pod import Pod
 from vkubelet.domain.volumes import PodVolumes
 
@@ -203,3 +204,69 @@ async def test_a_refresh_batch_rotates_through_the_pods() -> None:
         await h.eventually(lambda: updated() == 3, within=3 * REFRESH + 1, what="every pod checked in turn")
     finally:
         await h.stop()
+
+
+# -- binaryData --------------------------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n\x00\xff"  # not UTF-8
+
+
+def bare_pod(*volumes: dict[str, Any]) -> Pod:
+    """A pod for the resolver alone (no controller, no API)."""
+    manifest = volume_pod("web", *volumes)
+    manifest["metadata"]["uid"] = "uid-web"
+    return Pod.from_manifest(manifest)
+
+
+async def test_config_map_binary_data_reaches_the_provider_byte_exact_and_env_sees_only_data(
+    harness: VolumeHarness,
+) -> None:
+    harness.configs.add_config_map(NS, "assets", {"mode": "prod"}, binary_data={"logo.png": PNG})
+    manifest = volume_pod(
+        "web",
+        {"name": "all", "configMap": {"name": "assets"}},
+        {"name": "one", "configMap": {"name": "assets", "items": [{"key": "logo.png", "path": "l.png"}]}},
+        {"name": "proj", "projected": {"sources": [{"configMap": {"name": "assets"}}]}},
+    )
+    manifest["spec"]["containers"][0]["envFrom"] = [{"configMapRef": {"name": "assets"}}]
+    pod = harness.pods.create(manifest)
+    await harness.eventually(lambda: harness.creates_of(pod.ref.uid) == 1, what="created")
+    assert harness.files(pod, "all") == {"mode": b"prod", "logo.png": PNG}
+    assert harness.files(pod, "one") == {"l.png": PNG}
+    assert harness.files(pod, "proj") == {"mode": b"prod", "logo.png": PNG}
+    env = harness.provider.pods[pod.ref.uid].containers[0]["env"]
+    assert {"name": "mode", "value": "prod"} in env
+    assert not any(var["name"] == "logo.png" for var in env)  # the kubelet's env reads data only
+
+
+async def test_the_resolver_reads_config_maps_through_the_files_view_once_each() -> None:
+    h = VolumeHarness()
+    h.configs.add_config_map(NS, "assets", {"mode": "prod"}, binary_data={"logo.png": PNG})
+    resolver = VolumeResolver(configs=h.configs, tokens=h.tokens, provider=h.provider, clock=h.clock)
+    pod = bare_pod(
+        {"name": "a", "configMap": {"name": "assets"}},
+        {"name": "b", "projected": {"sources": [{"configMap": {"name": "assets"}}]}},
+    )
+    resolution = await resolver.resolve(pod)
+    assert resolution.volumes is not None, resolution.failure
+    assert {v.name: {f.path: f.data for f in v.files} for v in resolution.volumes.files} == {
+        "a": {"mode": b"prod", "logo.png": PNG},
+        "b": {"mode": b"prod", "logo.png": PNG},
+    }
+    assert [call.args for call in h.configs.calls_to("get_config_map_files")] == [
+        {"namespace": NS, "name": "assets"}
+    ]
+    assert h.configs.calls_to("get_config_map") == []
+
+
+async def test_a_bad_binary_data_value_is_a_failed_mount_naming_the_key() -> None:
+    h = VolumeHarness()
+    h.configs.add_config_map(NS, "assets", {})
+    # What the adapter raises for binaryData that is not base64.
+    bad = InvalidInput(f"configmap {NS}/assets: binaryData['logo.png'] is not valid base64")
+    h.configs.inject_failure("get_config_map_files", bad, times=None, name="assets")
+    resolver = VolumeResolver(configs=h.configs, tokens=h.tokens, provider=h.provider, clock=h.clock)
+    pod = bare_pod({"name": "a", "configMap": {"name": "assets", "optional": True}})
+    resolution = await resolver.resolve(pod)
+    assert resolution.failure is not None and resolution.failure.reason == "FailedMount"
+    assert "binaryData['logo.png'] is not valid base64" in resolution.failure.message

@@ -56,17 +56,25 @@ def make_pod(
     )
 
 
+def as_files(lookup: Lookup[Mapping[str, str | bytes]]) -> Lookup[Mapping[str, bytes]]:
+    """A configmap's files as the ConfigSource gives them: str values (``data``) as UTF-8, bytes
+    values (``binaryData``) as they are. Lets the tests write ``data`` as text."""
+    if not isinstance(lookup, Found):
+        return lookup
+    return Found({k: v if isinstance(v, bytes) else v.encode() for k, v in lookup.data.items()})
+
+
 def project(
     pod: Pod,
     *,
-    config_maps: Mapping[str, Lookup[Mapping[str, str]]] | None = None,
+    config_maps: Mapping[str, Lookup[Mapping[str, str | bytes]]] | None = None,
     secrets: Mapping[str, Lookup[Mapping[str, bytes]]] | None = None,
     tokens: Mapping[TokenRequestSpec, Lookup[str]] | None = None,
     node_allocatable: Mapping[str, str] | None = None,
 ) -> VolumeResolution:
     return project_volumes(
         pod,
-        config_maps=config_maps or {},
+        config_maps={name: as_files(lookup) for name, lookup in (config_maps or {}).items()},
         secrets=secrets or {},
         tokens=tokens or {},
         node_allocatable=node_allocatable or {},
@@ -284,6 +292,55 @@ def test_a_repeated_item_path_keeps_the_last_file_like_the_kubelet() -> None:
     volume = config_map_volume(items=[{"key": "a", "path": "f"}, {"key": "b", "path": "./f", "mode": 0o600}])
     resolution = project(make_pod(volume), config_maps={"app-config": Found({"a": "1", "b": "2"})})
     assert files_of(resolution, "cfg") == {"f": (b"2", 0o600)}
+
+
+# binaryData: the ConfigSource hands a configmap's binaryData keys over beside its data keys, as
+# raw bytes; the projection treats both alike (PNG header and a stray 0xff: not UTF-8).
+PNG = b"\x89PNG\r\n\x1a\n\x00\xff"
+WITH_BINARY: Mapping[str, Lookup[Mapping[str, str | bytes]]] = {
+    "app-config": Found({"app.conf": "a=1\n", "logo.png": PNG})
+}
+
+
+def test_binary_data_keys_are_files_with_their_bytes_verbatim() -> None:
+    resolution = project(make_pod(config_map_volume(defaultMode=0o600)), config_maps=WITH_BINARY)
+    assert files_of(resolution, "cfg") == {"app.conf": (b"a=1\n", 0o600), "logo.png": (PNG, 0o600)}
+
+
+def test_an_item_naming_a_binary_data_key_counts_as_present_and_takes_its_mode() -> None:
+    volume = config_map_volume(
+        items=[{"key": "logo.png", "path": "img/logo.png", "mode": 0o400}, {"key": "app.conf", "path": "c"}]
+    )
+    resolution = project(make_pod(volume), config_maps=WITH_BINARY)
+    assert files_of(resolution, "cfg") == {"img/logo.png": (PNG, 0o400), "c": (b"a=1\n", 0o644)}
+
+
+@pytest.mark.parametrize("optional", [True, False])
+def test_an_item_absent_from_data_and_binary_data_fails_unless_optional(optional: bool) -> None:
+    volume = config_map_volume(
+        items=[{"key": "logo.png", "path": "logo"}, {"key": "absent.bin", "path": "x"}], optional=optional
+    )
+    resolution = project(make_pod(volume), config_maps=WITH_BINARY)
+    if optional:
+        assert files_of(resolution, "cfg") == {"logo": (PNG, 0o644)}
+    else:
+        assert failure_of(resolution) == VolumeFailure(
+            VolumeReason.FAILED_MOUNT,
+            'MountVolume.SetUp failed for volume "cfg" : configmap references non-existent config key: '
+            "absent.bin",
+        )
+
+
+def test_a_projected_config_map_source_carries_binary_data_with_the_projected_modes() -> None:
+    pod = make_pod(
+        projected_volume(
+            {"configMap": {"name": "app-config", "items": [{"key": "logo.png", "path": "p/logo.png"}]}},
+            {"configMap": {"name": "gone", "optional": True, "items": [{"key": "logo.png", "path": "q"}]}},
+            defaultMode=0o440,
+        )
+    )
+    resolution = project(pod, config_maps={**WITH_BINARY, "gone": MISSING})
+    assert files_of(resolution, "all") == {"p/logo.png": (PNG, 0o440)}
 
 
 @pytest.mark.parametrize(
