@@ -24,6 +24,12 @@ for a volume check: the contents are resolved again (tokens only when due for re
 when they changed. Because the decision
 looks only at state, a duplicated or lost event cannot leave a pod behind.
 
+Probes and lifecycle hooks, unless the provider runs them itself (capability PROBES): after each
+sync the :class:`~vkubelet.application.probes.ProbeManager` learns which container instances run,
+and its verdicts are laid over the provider's status before it is written (a container is ready
+only when its readiness probe says so). Before a pod is deleted in the provider, its preStop
+hooks run within the grace period.
+
 The provider being unreachable (a Transient error) stops nothing and changes nothing in the
 API: syncs back off and retry, the reconcile skips its pass, pods are neither deleted nor
 recreated until the provider answers again.
@@ -47,8 +53,10 @@ from vkubelet.application.ports.cluster import (
     PodGateway,
     WatchEventType,
 )
+from vkubelet.application.ports.probes import ContainerProber
 from vkubelet.application.ports.provider import Provider
 from vkubelet.application.ports.runtime import Clock, Tracer
+from vkubelet.application.probes import ProbeManager
 from vkubelet.application.tracing import NullTracer
 from vkubelet.application.volumes import VolumeResolver
 from vkubelet.application.workqueue import KeyedWorkQueue
@@ -63,6 +71,7 @@ from vkubelet.domain.errors import (
     is_error,
 )
 from vkubelet.domain.pod import Pod
+from vkubelet.domain.probes import apply_probe_results
 from vkubelet.domain.provider import Capability
 from vkubelet.domain.sync import (
     Action,
@@ -112,6 +121,7 @@ class PodController:
         settings: PodControllerSettings,
         tracer: Tracer | None = None,
         volumes: VolumeResolver | None = None,
+        prober: ContainerProber | None = None,
     ) -> None:
         self._pods = pods
         self._provider = provider
@@ -138,6 +148,18 @@ class PodController:
             backoff=settings.backoff,
             name="pods",
             on_error=self._log_sync_error,
+        )
+        # Probes and hooks run here unless the provider runs them itself (capability PROBES).
+        self._probes = (
+            ProbeManager(
+                prober=prober,
+                control=provider if Capability.KILL_CONTAINER in self._capabilities else None,
+                events=events,
+                clock=clock,
+                on_change=self._queue.add,
+            )
+            if prober is not None and Capability.PROBES not in self._capabilities
+            else None
         )
         self.ready = asyncio.Event()
 
@@ -172,6 +194,8 @@ class PodController:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._probes is not None:
+                await self._probes.close()
 
     # -- API feed ---------------------------------------------------------------------------
     async def _relist(self) -> str:
@@ -371,12 +395,16 @@ class PodController:
             await handler(self, api_pod, provider_pod)
             if uid in self._volumes_due:
                 await self._refresh_volumes(uid)
+            if self._probes is not None and uid in self._api:
+                self._probes.watch(self._api[uid], self._provider_pods.get(uid))
             await self._write_status(uid)
         if api_pod is None and decision.action is Action.NOTHING:
             self._forget(uid)
         return decision.recheck_after
 
     def _forget(self, uid: str) -> None:
+        if self._probes is not None:
+            self._probes.forget(uid)
         self._volume_digests.pop(uid, None)
         self._volumes_due.discard(uid)
         if self._volumes is not None:
@@ -428,6 +456,8 @@ class PodController:
     async def _delete_in_provider(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
         pod = provider_pod or api_pod
         assert pod is not None
+        if self._probes is not None and api_pod is not None:
+            await self._probes.pre_stop(api_pod, grace_period_seconds=_grace_seconds(api_pod))
         try:
             with self._tracer.span("Provider.delete_pod", self._pod_attributes(pod)):
                 await self._provider.delete_pod(pod)
@@ -556,7 +586,10 @@ class PodController:
         provider_pod = self._provider_pods.get(uid)
         if api_pod is None or provider_pod is None or not provider_pod.status:
             return
-        patch = status_patch(api_pod, provider_pod.status)
+        status = provider_pod.status
+        if self._probes is not None:
+            status = apply_probe_results(api_pod, status, self._probes.verdicts(uid), now=self._clock.now())
+        patch = status_patch(api_pod, status)
         if patch is not None:
             await self._patch_status(api_pod, patch)
 
@@ -592,6 +625,14 @@ def _with_status(pod: Pod, status: Mapping[str, Any]) -> Pod:
     manifest = dict(pod.manifest)
     manifest["status"] = dict(status)
     return Pod(pod.ref, manifest)
+
+
+def _grace_seconds(pod: Pod) -> int:
+    """How long the pod's containers get to stop: the deletion's grace period, else the spec's."""
+    if pod.deletion_grace_period_seconds is not None:
+        return pod.deletion_grace_period_seconds
+    value = pod.spec.get("terminationGracePeriodSeconds")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 30
 
 
 def _newer(candidate: Pod, current: Pod) -> bool:

@@ -19,6 +19,8 @@ class Capability(StrEnum):
     STATS_SUMMARY = "stats-summary"
     METRICS_RESOURCE = "metrics-resource"
     VOLUMES = "volumes"  # takes resolved volume contents (set_pod_volumes)
+    KILL_CONTAINER = "kill-container"  # stops one container (kill_container); restartPolicy applies
+    PROBES = "probes"  # runs probes and lifecycle hooks itself; vkubelet's core leaves them alone
 
 
 @dataclass(frozen=True, slots=True)

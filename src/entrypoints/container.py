@@ -31,6 +31,7 @@ from vkubelet.adapters.kubernetes.reviews import KubernetesAccessReviewer, Kuber
 from vkubelet.adapters.kubernetes.tokens import KubernetesTokenIssuer
 from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.probing import StreamProber
 from vkubelet.adapters.process.config import host_and_port, load_process_config
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import SystemClock
@@ -209,12 +210,14 @@ class Application(containers.DeclarativeContainer):
         provider=backends.pod_provider,
         clock=clock,
     )
+    prober = providers.Singleton(StreamProber, backends.pod_provider, clock=clock)
     pod_controller = providers.Singleton(
         PodController,
         pods=kube.pods,
         provider=backends.pod_provider,
         environment=environment,
         volumes=volumes,
+        prober=prober,
         events=kube.events,
         clock=clock,
         tracer=tracer,

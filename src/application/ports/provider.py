@@ -60,6 +60,19 @@ class PodVolumeSink(Protocol):
         """
 
 
+class ContainerControl(Protocol):
+    """Stops one container of a running pod (capability KILL_CONTAINER), as the kubelet does when
+    a liveness or startup probe fails or a postStart hook fails."""
+
+    async def kill_container(self, ref: PodRef, container: str, *, grace_period_seconds: int) -> None:
+        """Stop ``container``'s process: SIGTERM (or the provider's equivalent), then a hard
+        kill after ``grace_period_seconds``. Returns once the stop was initiated. The container
+        then counts as exited (exit code 137 or 143, reason ``Error``) and the pod's
+        ``restartPolicy`` applies exactly as for any other exit: restartCount increases and
+        back-off (``CrashLoopBackOff``) as usual. NotFound: no such pod or container.
+        """
+
+
 class PodStatusSource(Protocol):
     """Pushes status changes (capability POD_STATUS_STREAM); providers without it are polled."""
 
@@ -122,7 +135,16 @@ class Stats(Protocol):
         """Node, pod and container CPU/memory usage with kubelet metric and label names."""
 
 
-class Provider(PodLifecycle, PodVolumeSink, PodStatusSource, NodeProvider, Stats, ContainerStreams, Protocol):
+class Provider(
+    PodLifecycle,
+    PodVolumeSink,
+    ContainerControl,
+    PodStatusSource,
+    NodeProvider,
+    Stats,
+    ContainerStreams,
+    Protocol,
+):
     """Everything vkubelet asks of a provider. Optional parts are listed by ``capabilities``;
     vkubelet never calls a method whose capability is absent (such methods raise NotSupported)."""
 
