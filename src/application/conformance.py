@@ -477,6 +477,7 @@ async def describe_consistent(provider: Provider, ctx: CaseContext) -> None:
         Capability.STATS_SUMMARY: provider.stats_summary,
         Capability.METRICS_RESOURCE: provider.metrics_resource,
         Capability.VOLUMES: lambda: provider.set_pod_volumes(ref, PodVolumes()),
+        Capability.KILL_CONTAINER: lambda: provider.kill_container(ref, CONTAINER, grace_period_seconds=0),
     }
     for capability, call in undeclared.items():
         if capability in declared:
@@ -954,6 +955,114 @@ async def volumes_accepted(provider: Provider, ctx: CaseContext) -> None:
     await ctx.eventually(lambda: reads(b"changed"), what=f"{mount_path}/hello.txt reading 'changed' in place")
 
 
+KILLED_EXIT_CODES = (137, 143)  # 128 + SIGKILL, 128 + SIGTERM
+
+
+def _container_status(status: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    for entry in status.get("containerStatuses") or ():
+        if isinstance(entry, Mapping) and entry.get("name") == name:
+            return entry
+    return {}
+
+
+def _state_text(container: Mapping[str, Any]) -> str:
+    state = ", ".join(sorted((container.get("state") or {}).keys())) or "no state"
+    last = ", ".join(sorted((container.get("lastState") or {}).keys())) or "none"
+    return f"state {state}, lastState {last}, restartCount {container.get('restartCount')!r}"
+
+
+def _check_killed_run(ctx: CaseContext, what: str, terminated: Mapping[str, Any]) -> None:
+    """A killed run must end non-zero; the contract's 137/143 and ``Error`` are noted when off."""
+    code = terminated.get("exitCode")
+    if not isinstance(code, int) or isinstance(code, bool) or code == 0:
+        raise CaseFailed(f"{what} exitCode", expected="non-zero (137 or 143)", got=repr(code))
+    if code not in KILLED_EXIT_CODES or terminated.get("reason") != "Error":
+        ctx.note(
+            f"{what}: exit code {code}, reason {terminated.get('reason')!r} (expected 137 or 143, 'Error')"
+        )
+
+
+async def kill_container_restarts(provider: Provider, ctx: CaseContext) -> None:
+    """kill_container of an unknown pod or container is NotFound. With restartPolicy Never the
+    killed container stays terminated (exit code non-zero) and the pod turns Failed; with Always
+    ``lastState.terminated`` holds the killed run and the container runs again with restartCount
+    1 (a back-off longer than the kit waits is noted, not failed)."""
+    ctx.step("kill_container of an unknown pod")
+    await expect_error(
+        "kill_container of an unknown pod",
+        provider.kill_container(_unknown_ref(ctx), CONTAINER, grace_period_seconds=1),
+        (NotFound,),
+        clock=ctx.clock,
+        within=ctx.timeout,
+    )
+    always = ctx.new_pod()
+    never = ctx.new_pod()
+    manifest = dict(never.manifest)
+    manifest["spec"] = {**manifest["spec"], "restartPolicy": "Never"}
+    never = Pod(never.ref, manifest)
+    await ctx.create(always)
+    await ctx.create(never)
+    await ctx.wait_running(always)
+    await ctx.wait_running(never)
+    ctx.step(f"kill_container {always.ref} of an unknown container")
+    await expect_error(
+        "kill_container of an unknown container",
+        provider.kill_container(always.ref, f"{CONTAINER}-unknown", grace_period_seconds=1),
+        (NotFound,),
+        clock=ctx.clock,
+        within=ctx.timeout,
+    )
+    for pod in (never, always):
+        ctx.step(f"kill_container {pod.ref} {CONTAINER}")
+        await _within(
+            ctx.clock, ctx.timeout, provider.kill_container(pod.ref, CONTAINER, grace_period_seconds=1)
+        )
+
+    async def stopped() -> tuple[bool, str]:
+        status = await provider.get_pod_status(never.ref)
+        container = _container_status(status, CONTAINER)
+        done = "terminated" in (container.get("state") or {}) and status.get("phase") == PodPhase.FAILED.value
+        return done, f"phase {_phase(status)}, {_state_text(container)}"
+
+    ctx.step(f"get_pod_status {never.ref} until Failed (restartPolicy Never)")
+    await ctx.eventually(stopped, what=f"killed container of {never.ref} terminated and the pod Failed")
+    container = _container_status(await provider.get_pod_status(never.ref), CONTAINER)
+    _check_killed_run(ctx, f"{never.ref} state.terminated", container["state"]["terminated"])
+
+    async def exited() -> tuple[bool, str]:
+        container = _container_status(await provider.get_pod_status(always.ref), CONTAINER)
+        return bool((container.get("lastState") or {}).get("terminated")), _state_text(container)
+
+    ctx.step(f"get_pod_status {always.ref} until lastState.terminated (restartPolicy Always)")
+    await ctx.eventually(exited, what=f"lastState.terminated of the killed container of {always.ref}")
+    container = _container_status(await provider.get_pod_status(always.ref), CONTAINER)
+    _check_killed_run(ctx, f"{always.ref} lastState.terminated", container["lastState"]["terminated"])
+    if "terminated" in (container.get("state") or {}):
+        raise CaseFailed(
+            f"container {CONTAINER!r} of {always.ref} (restartPolicy Always)",
+            expected="running again or waiting to restart",
+            got=_state_text(container),
+        )
+
+    async def restarted() -> tuple[bool, str]:
+        container = _container_status(await provider.get_pod_status(always.ref), CONTAINER)
+        running = "running" in (container.get("state") or {})
+        return running and container.get("restartCount") == 1, _state_text(container)
+
+    ctx.step(f"get_pod_status {always.ref} until it runs again with restartCount 1")
+    waiting = (container.get("state") or {}).get("waiting") or {}
+    try:
+        await ctx.eventually(
+            restarted, what=f"the killed container of {always.ref} running with restartCount 1"
+        )
+    except CaseFailed:
+        if waiting.get("reason") != "CrashLoopBackOff":
+            raise
+        ctx.note(
+            f"{always.ref} was still in CrashLoopBackOff after {ctx.timeout:g}s: its restart was not seen"
+        )
+
+
 async def invalid_input_rejected(provider: Provider, ctx: CaseContext) -> None:
     """A pod without metadata.uid is refused with InvalidInput (over the wire: INVALID_ARGUMENT)."""
     valid = ctx.new_pod()
@@ -1015,6 +1124,12 @@ CASES: tuple[CaseSpec, ...] = (
         "volume contents are taken before the create and swapped in place",
         volumes_accepted,
         Capability.VOLUMES,
+    ),
+    CaseSpec(
+        "kill_container_restarts",
+        "a killed container restarts per restartPolicy",
+        kill_container_restarts,
+        Capability.KILL_CONTAINER,
     ),
     CaseSpec("invalid_input_rejected", "a pod without a UID is InvalidInput", invalid_input_rejected),
 )

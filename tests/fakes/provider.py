@@ -25,8 +25,12 @@ RUNNING = {
 class FakeProvider:
     """Stores pods by UID. ``streaming=False`` makes it a provider that must be polled."""
 
-    def __init__(self, *, streaming: bool = True, auto_run: bool = True, volumes: bool = False) -> None:
+    def __init__(
+        self, *, streaming: bool = True, auto_run: bool = True, volumes: bool = False, kills: bool = False
+    ) -> None:
         self.streaming = streaming
+        self.takes_kills = kills  # capability KILL_CONTAINER: kill_container records into .kills
+        self.kills: list[tuple[PodRef, str, int]] = []  # (pod, container, grace period seconds)
         self.takes_volumes = volumes  # capability VOLUMES: set_pod_volumes records into .volumes
         self.volumes: dict[str, PodVolumes] = {}
         self.auto_run = auto_run  # report Running right after create
@@ -163,9 +167,24 @@ class FakeProvider:
         await self._enter("set_pod_volumes")
         self.volumes[ref.uid] = volumes
 
+    async def kill_container(self, ref: PodRef, container: str, *, grace_period_seconds: int) -> None:
+        """Records the kill; the status is the test's to change (``report``), as the remote
+        system's would. NotFound for an unknown pod or a container not in its spec."""
+        if Capability.KILL_CONTAINER not in self.capabilities():
+            raise NotSupported("no kill-container")
+        await self._enter("kill_container")
+        pod = self.pods.get(ref.uid)
+        if pod is None:
+            raise NotFound(f"pod {ref} not found")
+        specs = [*pod.containers, *(pod.spec.get("initContainers") or ())]
+        if container not in {str(c.get("name")) for c in specs}:
+            raise NotFound(f"container {container} not found in pod {ref}")
+        self.kills.append((ref, container, grace_period_seconds))
+
     def capabilities(self) -> frozenset[Capability]:
         found = {Capability.POD_STATUS_STREAM} if self.streaming else set()
-        return frozenset(found | ({Capability.VOLUMES} if self.takes_volumes else set()))
+        found |= {Capability.VOLUMES} if self.takes_volumes else set()
+        return frozenset(found | ({Capability.KILL_CONTAINER} if self.takes_kills else set()))
 
     async def close(self) -> None:
         pass

@@ -56,6 +56,8 @@ async def test_mock_provider_in_process_passes_or_skips_every_case() -> None:
     node_stream = report.result("node_status_stream")
     assert (node_stream.outcome, node_stream.notes) == (Outcome.PASS, ())  # it sent its template
     assert report.result("stats_summary_has_pod").outcome is Outcome.PASS
+    kill = report.result("kill_container_restarts")
+    assert (kill.outcome, kill.notes) == (Outcome.PASS, ()), report.render()
     # Every case cleaned up after itself.
     assert await provider.list_pods() == []
 
@@ -156,6 +158,9 @@ class BrokenProvider:
 
     async def port_forward(self, ref: PodRef, port: int, stream: Any) -> None:
         await self._mock.port_forward(ref, port, stream)
+
+    async def kill_container(self, ref: PodRef, container: str, *, grace_period_seconds: int) -> None:
+        await self._mock.kill_container(ref, container, grace_period_seconds=grace_period_seconds)
 
 
 BROKEN_FAILURES = {

@@ -183,6 +183,7 @@ def test_capabilities_exclude_container_streams(provider: MockProvider) -> None:
             Capability.NODE_STATUS_STREAM,
             Capability.STATS_SUMMARY,
             Capability.METRICS_RESOURCE,
+            Capability.KILL_CONTAINER,
         }
     )
 

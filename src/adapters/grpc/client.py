@@ -255,6 +255,13 @@ class GrpcProvider:
         request = pb.DeletePodRequest(pod_json=convert.encode_json(pod.manifest))
         await self._unary("DeletePod", self._stub_now().DeletePod, request)
 
+    # -- ContainerControl -------------------------------------------------------------------
+    async def kill_container(self, ref: PodRef, container: str, *, grace_period_seconds: int) -> None:
+        request = pb.KillContainerRequest(
+            pod=convert.ref_to_proto(ref), container=container, grace_period_seconds=grace_period_seconds
+        )
+        await self._unary("KillContainer", self._stub_now().KillContainer, request)
+
     async def get_pod(self, ref: PodRef) -> Pod:
         request = pb.GetPodRequest(pod=convert.ref_to_proto(ref))
         response = await self._unary("GetPod", self._stub_now().GetPod, request)

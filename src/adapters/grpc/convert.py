@@ -36,6 +36,8 @@ _CAPABILITY_TO_PROTO: dict[Capability, int] = {
     Capability.STATS_SUMMARY: pb.CAPABILITY_STATS_SUMMARY,
     Capability.METRICS_RESOURCE: pb.CAPABILITY_METRICS_RESOURCE,
     Capability.VOLUMES: pb.CAPABILITY_VOLUMES,
+    Capability.KILL_CONTAINER: pb.CAPABILITY_KILL_CONTAINER,
+    Capability.PROBES: pb.CAPABILITY_PROBES,
 }
 _CAPABILITY_FROM_PROTO = {number: capability for capability, number in _CAPABILITY_TO_PROTO.items()}
 

@@ -36,7 +36,7 @@ from vkubelet.adapters.grpc._generated import provider_pb2_grpc as pb_grpc
 from vkubelet.adapters.grpc.errors import code_for
 from vkubelet.application.ports.provider import Provider
 from vkubelet.application.ports.streams import TerminalSize
-from vkubelet.domain.errors import DomainError, NotSupported
+from vkubelet.domain.errors import DomainError, InvalidInput, NotSupported
 from vkubelet.domain.provider import Capability
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,18 @@ class _Servicer(pb_grpc.ProviderServicer):
         volumes = convert.volumes_from_proto(request.volumes, call="SetPodVolumes")
         await self._provider.set_pod_volumes(ref, volumes)
         return pb.SetPodVolumesResponse()
+
+    @_guarded("KillContainer")
+    async def KillContainer(self, request: pb.KillContainerRequest, context: grpc.aio.ServicerContext) -> Any:
+        self._require(Capability.KILL_CONTAINER)
+        ref = convert.ref_from_proto(request.pod, call="KillContainer")
+        if not request.container:
+            raise InvalidInput("KillContainer: no container named")
+        grace = request.grace_period_seconds
+        if grace < 0:
+            raise InvalidInput(f"KillContainer: grace_period_seconds must not be negative, got {grace}")
+        await self._provider.kill_container(ref, request.container, grace_period_seconds=grace)
+        return pb.KillContainerResponse()
 
     @_guarded("DeletePod")
     async def DeletePod(self, request: pb.DeletePodRequest, context: grpc.aio.ServicerContext) -> Any:

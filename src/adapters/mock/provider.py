@@ -25,9 +25,14 @@ It implements the ``Provider`` port for demos, tests and the e2e suite, followin
   at once and then the whole template after each change. It keeps only the latest value, so a
   slow reader skips intermediate templates (each one is whole, nothing is lost) and no queue
   grows; any number of readers may follow it. It ends after ``close``.
-* **Capabilities.** Pod and node status streams, stats summary and resource metrics only. No
-  logs, exec, attach or port-forward: those answer 501 on the kubelet API instead of upstream's
-  fake success.
+* **Capabilities.** Pod and node status streams, stats summary, resource metrics and
+  kill-container only. No logs, exec, attach or port-forward: those answer 501 on the kubelet API
+  instead of upstream's fake success.
+* **Killing a container** (:meth:`MockProvider.kill_container`) ends its run at once as SIGTERM
+  would (exit code 143, reason ``Error``) and applies the pod's ``restartPolicy`` the way the
+  mock models restarts (as for a changed image): Always and OnFailure restart it at once,
+  ``lastState`` holding the killed run and ``restartCount`` one higher (no back-off: nothing
+  runs, so nothing crash-loops); Never leaves it terminated, and the pod Failed once none runs.
 * **Volumes** only with the config key ``"volumes": true`` (a benchmarking and testing aid, see
   :mod:`vkubelet.adapters.mock.config`): the mock then declares VOLUMES, so vkubelet resolves
   every pod's volumes and calls :meth:`MockProvider.set_pod_volumes`, and it keeps the last
@@ -92,6 +97,7 @@ _CAPABILITIES = frozenset(
         Capability.NODE_STATUS_STREAM,
         Capability.STATS_SUMMARY,
         Capability.METRICS_RESOURCE,
+        Capability.KILL_CONTAINER,
     }
 )
 _MIB = 1024 * 1024
@@ -238,6 +244,69 @@ class MockProvider:
         # The stored pods themselves: never changed in place, and callers treat them as
         # immutable. Copying all of them at every full reconcile (each minute) was measurable.
         return list(self._pods.values())
+
+    # -- ContainerControl -----------------------------------------------------------------
+    async def kill_container(self, ref: PodRef, container: str, *, grace_period_seconds: int) -> None:
+        """End ``container``'s run as SIGTERM would and apply the restart policy (module doc).
+        Nothing runs, so the grace period is not waited. A container not running is left
+        alone. NotFound for an unknown pod or container."""
+        self._check_open()
+        current = self._lookup(ref)
+        status = copy.deepcopy(dict(current.status))
+        entry = next(
+            (
+                (key, e)
+                for key in ("containerStatuses", "initContainerStatuses")
+                for e in status.get(key) or ()
+                if e.get("name") == container
+            ),
+            None,
+        )
+        if entry is None:
+            raise NotFound(f"container {container} not found in pod {ref} in the mock provider")
+        key, container_status = entry
+        running = (container_status.get("state") or {}).get("running")
+        if running is None:
+            return  # exited already (a completed init container): nothing to kill
+        now = format_time(self._clock.now())
+        terminated = {
+            "exitCode": 143,  # 128 + SIGTERM: the mock's containers always obey it
+            "reason": "Error",
+            "startedAt": running.get("startedAt"),
+            "finishedAt": now,
+            "containerID": container_status.get("containerID"),
+        }
+        # A sidecar (init container with restartPolicy Always) restarts whatever the pod's policy.
+        sidecar = key == "initContainerStatuses"
+        if sidecar or current.restart_policy != "Never":
+            container_status["lastState"] = {"terminated": terminated}
+            container_status["restartCount"] = int(container_status.get("restartCount") or 0) + 1
+            container_status["state"] = {"running": {"startedAt": now}}
+        else:
+            container_status.update({"state": {"terminated": terminated}, "ready": False, "started": False})
+            self._not_ready(status, now)
+        manifest = dict(current.manifest)  # shallow: only the status is new (manifests are immutable)
+        manifest["status"] = status
+        stored = Pod(current.ref, manifest)
+        self._pods[ref.uid] = stored
+        log.info("mock: killed container %s of pod %s", container, ref)
+        self._publish(stored)
+
+    @staticmethod
+    def _not_ready(status: dict[str, Any], now: str) -> None:
+        """A regular container stopped for good: the pod is not ready, and Failed once none runs."""
+        containers = status.get("containerStatuses") or ()
+        if not any("running" in (c.get("state") or {}) for c in containers):
+            status["phase"] = PodPhase.FAILED.value
+        conditions = []
+        for condition in status.get("conditions") or ():
+            condition = dict(condition)
+            if condition.get("type") in ("Ready", "ContainersReady") and condition.get("status") != "False":
+                condition.update(
+                    {"status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now}
+                )
+            conditions.append(condition)
+        status["conditions"] = conditions
 
     # -- PodStatusSource ------------------------------------------------------------------
     async def pod_status_updates(self) -> AsyncIterator[Pod]:

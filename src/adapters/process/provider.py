@@ -21,6 +21,8 @@
 * **Restarts.** ``restartPolicy`` Always/OnFailure/Never with the kubelet's crash-loop back-off
   (``backoff_base`` doubling up to ``backoff_cap``, reset after a run of ten minutes); init
   containers run first, one at a time, and are restarted on failure unless the policy is Never.
+  ``kill_container`` (a failed liveness probe) SIGTERMs one container's tree, SIGKILLs it after
+  the grace period, and the exit goes through the same restart handling.
 * **Logs** live in ``<root>/pods/<uid>/logs/<container>/<restartCount>.log`` (the CRI format,
   see :mod:`.logs`); the current and the previous run are kept.
 * **Deletion** SIGTERMs every tree, SIGKILLs after the pod's grace period (capped by
@@ -87,11 +89,13 @@ _CAPABILITIES = frozenset(
         Capability.STATS_SUMMARY,
         Capability.METRICS_RESOURCE,
         Capability.VOLUMES,
+        Capability.KILL_CONTAINER,
     }
 )
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _BACKOFF_RESET_SECONDS = 600.0  # the kubelet forgets a container's back-off after 10 quiet minutes
 _DRAIN_SECONDS = 1.0  # output still buffered when a process exits
+_FIRST_RESIZE_WAIT_SECONDS = 1.0  # how long a tty exec waits for the client's terminal size
 # Every process we start carries this (value: the root dir), so a restarted provider can find
 # and kill what a crashed one left behind (grandchildren escape PR_SET_PDEATHSIG).
 ROOT_MARKER = "VKUBELET_PROCESS_PROVIDER_ROOT"
@@ -108,6 +112,8 @@ class _Run:
     subscribers: set[asyncio.Queue[tuple[str, bytes] | None]] = field(default_factory=set)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     code: int | None = None
+    killed: bool = False  # stopped by kill_container: restarted even after a clean exit (OnFailure)
+    killer: asyncio.Task[None] | None = None  # the SIGKILL after the grace period
 
 
 @dataclass(eq=False)
@@ -364,6 +370,35 @@ class ProcessProvider:
     async def list_pods(self) -> Sequence[Pod]:
         return [self._snapshot(entry) for entry in self._pods.values()]
 
+    # -- ContainerControl -----------------------------------------------------------------
+    async def kill_container(self, ref: PodRef, container: str, *, grace_period_seconds: int) -> None:
+        """SIGTERM the container's process tree and SIGKILL it after ``grace_period_seconds``
+        (capped by ``max_grace_seconds``); returns at once. Its exit (143, or 137 when the SIGKILL
+        was needed; reason ``Error``) then goes through the restart handling of any exit:
+        ``restartPolicy``, back-off, restartCount. Under OnFailure a killed container restarts even
+        if it exited 0, as the kubelet restarts a container it killed unless the policy is Never.
+
+        A container not running (exited, waiting to restart) or already being killed is left
+        alone. NotFound for an unknown pod or container.
+        """
+        entry, target = self._container(ref, container)
+        run = target.run
+        if entry.deleted or run is None or run.code is not None or run.killed:
+            return
+        grace = max(0.0, float(grace_period_seconds))
+        if self._max_grace is not None:
+            grace = min(grace, self._max_grace)
+        log.info("process: killing container %s of pod %s (grace %.1fs)", container, ref, grace)
+        run.killed = True
+        signal_tree(run.process.pid, signal.SIGTERM)
+        run.killer = asyncio.create_task(self._kill_after(run, grace), name=f"kill {ref} {container}")
+
+    async def _kill_after(self, run: _Run, grace: float) -> None:
+        """SIGKILL ``run``'s tree unless it ended within ``grace`` seconds of its SIGTERM."""
+        await self._until_ended(run, self._clock.sleep(grace))
+        if run.code is None and run.process.returncode is None:
+            signal_tree(run.process.pid, signal.SIGKILL)
+
     # -- PodStatusSource ------------------------------------------------------------------
     async def pod_status_updates(self) -> AsyncIterator[Pod]:
         """Each change, in order. Ends after :meth:`close`. One consumer."""
@@ -598,7 +633,9 @@ class ProcessProvider:
             code, ran_for = await self._run_once(entry, container)
             if entry.stopping.is_set():
                 return code == 0
-            if policy == "Never" or (policy == "OnFailure" and code == 0):
+            # The run that just ended (a failed start keeps an older one, but exits 128 anyway).
+            killed = container.run is not None and container.run.killed
+            if policy == "Never" or (policy == "OnFailure" and code == 0 and not killed):
                 return code == 0
             if ran_for >= _BACKOFF_RESET_SECONDS:
                 container.crashes = 0
@@ -721,6 +758,16 @@ class ProcessProvider:
             for task in (work, stop):
                 task.cancel()
         return work.done() and not work.cancelled()
+
+    async def _until_ended(self, run: _Run, awaitable: Any) -> None:
+        """Await ``awaitable`` unless ``run`` ends first."""
+        work = asyncio.ensure_future(awaitable)
+        ended = asyncio.create_task(run.ended.wait())
+        try:
+            await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, ended):
+                task.cancel()
 
     async def _terminate(self, entry: _PodEntry, grace: float) -> None:
         entry.stopping.set()
@@ -912,7 +959,22 @@ class ProcessProvider:
         self, target: _Container, argv: list[str], io: StreamIO, *, namespace_of: int | None = None
     ) -> int:
         terminal = Pty()
+        sized = asyncio.Event()
+
+        async def resize() -> None:
+            try:
+                async for size in io.resizes():
+                    terminal.resize(width=size.width, height=size.height)
+                    sized.set()
+            finally:
+                sized.set()
+
+        # kubectl sends the terminal's size right after the stream opens; a command spawned before
+        # it arrives (`stty size`, a shell laying out its prompt) would see 0x0.
+        resizer = asyncio.create_task(resize())
         try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(sized.wait(), _FIRST_RESIZE_WAIT_SECONDS)
             try:
                 process = await spawn(
                     argv,
@@ -937,11 +999,7 @@ class ProcessProvider:
                     while data := await io.read_stdin():
                         await terminal.write(data)
 
-            async def resize() -> None:
-                async for size in io.resizes():
-                    terminal.resize(width=size.width, height=size.height)
-
-            helpers = [asyncio.create_task(feed()), asyncio.create_task(resize())]
+            helpers = [asyncio.create_task(feed()), resizer]
             reader = asyncio.create_task(output())
             try:
                 code = await process.wait()
@@ -955,6 +1013,7 @@ class ProcessProvider:
                     await process.wait()
             return exit_code(code)
         finally:
+            resizer.cancel()
             terminal.close()
 
 

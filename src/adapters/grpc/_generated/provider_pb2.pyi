@@ -23,6 +23,8 @@ class Capability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAPABILITY_STATS_SUMMARY: _ClassVar[Capability]
     CAPABILITY_METRICS_RESOURCE: _ClassVar[Capability]
     CAPABILITY_VOLUMES: _ClassVar[Capability]
+    CAPABILITY_KILL_CONTAINER: _ClassVar[Capability]
+    CAPABILITY_PROBES: _ClassVar[Capability]
 CAPABILITY_UNSPECIFIED: Capability
 CAPABILITY_POD_STATUS_STREAM: Capability
 CAPABILITY_NODE_STATUS_STREAM: Capability
@@ -33,6 +35,8 @@ CAPABILITY_PORT_FORWARD: Capability
 CAPABILITY_STATS_SUMMARY: Capability
 CAPABILITY_METRICS_RESOURCE: Capability
 CAPABILITY_VOLUMES: Capability
+CAPABILITY_KILL_CONTAINER: Capability
+CAPABILITY_PROBES: Capability
 
 class PodRef(_message.Message):
     __slots__ = ("namespace", "name", "uid")
@@ -211,6 +215,20 @@ class SetPodVolumesRequest(_message.Message):
     def __init__(self, pod: _Optional[_Union[PodRef, _Mapping]] = ..., volumes: _Optional[_Union[PodVolumes, _Mapping]] = ...) -> None: ...
 
 class SetPodVolumesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KillContainerRequest(_message.Message):
+    __slots__ = ("pod", "container", "grace_period_seconds")
+    POD_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    GRACE_PERIOD_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    pod: PodRef
+    container: str
+    grace_period_seconds: int
+    def __init__(self, pod: _Optional[_Union[PodRef, _Mapping]] = ..., container: _Optional[str] = ..., grace_period_seconds: _Optional[int] = ...) -> None: ...
+
+class KillContainerResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 

@@ -60,6 +60,11 @@ class ProviderStub:
                 request_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.DeletePodRequest.SerializeToString,
                 response_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.DeletePodResponse.FromString,
                 _registered_method=True)
+        self.KillContainer = channel.unary_unary(
+                '/vkubelet.provider.v1.Provider/KillContainer',
+                request_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.KillContainerRequest.SerializeToString,
+                response_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.KillContainerResponse.FromString,
+                _registered_method=True)
         self.GetPod = channel.unary_unary(
                 '/vkubelet.provider.v1.Provider/GetPod',
                 request_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.GetPodRequest.SerializeToString,
@@ -170,6 +175,21 @@ class ProviderServicer:
     def DeletePod(self, request, context):
         """Stop the pod and forget it. Idempotent. NOT_FOUND means "already gone" and counts as
         success. A provider with WatchPodStatus reports a terminal status for the pod afterwards.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def KillContainer(self, request, context):
+        """Capability KILL_CONTAINER (protocol revision 3): stop one container of a running pod, as the
+        kubelet does when a liveness or startup probe fails: SIGTERM (or the provider's equivalent),
+        then a hard kill after `grace_period_seconds` (0: at once). Returns once the stop was
+        initiated, not when the container has exited. The container then counts as exited (exit
+        code 143 or 137, reason "Error") and the pod's restartPolicy applies as for any other exit:
+        lastState holds the killed run, restartCount increases, back-off (CrashLoopBackOff) as usual,
+        and the status (WatchPodStatus, GetPodStatus) shows it. Idempotent enough to retry: killing a
+        container that is not running (already exited, waiting to restart) succeeds and does nothing.
+        NOT_FOUND: no such pod, or no such container in it. UNIMPLEMENTED otherwise.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -306,6 +326,11 @@ def add_ProviderServicer_to_server(servicer, server):
                     servicer.DeletePod,
                     request_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.DeletePodRequest.FromString,
                     response_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.DeletePodResponse.SerializeToString,
+            ),
+            'KillContainer': grpc.unary_unary_rpc_method_handler(
+                    servicer.KillContainer,
+                    request_deserializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.KillContainerRequest.FromString,
+                    response_serializer=vkubelet_dot_provider_dot_v1_dot_provider__pb2.KillContainerResponse.SerializeToString,
             ),
             'GetPod': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPod,
@@ -503,6 +528,33 @@ class Provider:
             '/vkubelet.provider.v1.Provider/DeletePod',
             vkubelet_dot_provider_dot_v1_dot_provider__pb2.DeletePodRequest.SerializeToString,
             vkubelet_dot_provider_dot_v1_dot_provider__pb2.DeletePodResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def KillContainer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vkubelet.provider.v1.Provider/KillContainer',
+            vkubelet_dot_provider_dot_v1_dot_provider__pb2.KillContainerRequest.SerializeToString,
+            vkubelet_dot_provider_dot_v1_dot_provider__pb2.KillContainerResponse.FromString,
             options,
             channel_credentials,
             insecure,
