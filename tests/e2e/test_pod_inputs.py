@@ -15,22 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.network import TestNetwork
 from tests.e2e.test_whole_cluster import apply, is_ready, pod_spec
-from tests.e2e.vkubelet_process import VkubeletProcess, process_provider_node, scratch_namespace, wait_for
+from tests.e2e.vkubelet_process import VkubeletProcess, process_provider_daemon, scratch_namespace, wait_for
 
 NODE = "vk-e2e-inputs"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-@pytest.fixture(scope="module")
-def daemon(
-    control_plane: Any, test_network: TestNetwork | None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[VkubeletProcess]:
-    capacity = {"cpu": "4", "memory": "8Gi", "pods": "40"}
-    work_dir = tmp_path_factory.mktemp("inputs")
-    with process_provider_node(control_plane, test_network, work_dir, NODE, capacity) as process:
-        yield process
+daemon = process_provider_daemon(NODE, {"cpu": "4", "memory": "8Gi", "pods": "40"})
 
 
 @pytest.fixture

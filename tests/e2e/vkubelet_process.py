@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 
 from tests.e2e.network import TestNetwork
@@ -271,6 +272,22 @@ def process_provider_node(
     finally:
         process.stop()
         print(process.log_tail(80))
+
+
+def process_provider_daemon(node: str, capacity: dict[str, str]) -> Any:
+    """A module-scoped ``daemon`` fixture: :func:`process_provider_node` for ``node`` with
+    ``capacity``, in a fresh work directory. Assign it to a module attribute named ``daemon``."""
+
+    @pytest.fixture(scope="module", name="daemon")
+    def daemon(
+        control_plane: Any, test_network: TestNetwork | None, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[VkubeletProcess]:
+        """vkubelet with the process provider, its node Ready, for this module's tests."""
+        work_dir = tmp_path_factory.mktemp(node)
+        with process_provider_node(control_plane, test_network, work_dir, node, capacity) as process:
+            yield process
+
+    return daemon
 
 
 @contextlib.contextmanager
