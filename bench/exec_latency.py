@@ -49,6 +49,9 @@ class EchoProvider:
     def capabilities(self) -> frozenset[Capability]:
         return frozenset({Capability.EXEC})
 
+    def native_volume_kinds(self) -> frozenset[str]:
+        return frozenset()
+
     async def exec_in_container(
         self, ref: PodRef, container: str, command: Sequence[str], io: StreamIO
     ) -> int:

@@ -36,7 +36,7 @@ from vkubelet.application.ports.streams import LogOptions, TerminalSize
 from vkubelet.domain.errors import DomainError, InvalidInput, NotFound, NotSupported, classify, is_error
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time
 from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
-from vkubelet.domain.volumes import EmptyDirVolume, FileVolume, PodVolumes, VolumeFile
+from vkubelet.domain.volumes import EmptyDirVolume, FileVolume, PodVolumes, VolumeFile, unknown_volume_kinds
 
 T = TypeVar("T")
 
@@ -456,13 +456,23 @@ def _unknown_ref(ctx: CaseContext) -> PodRef:
 
 
 async def describe_consistent(provider: Provider, ctx: CaseContext) -> None:
-    """The node template is usable; each undeclared capability's method answers NotSupported and
-    each declared stats capability works."""
+    """The node template is usable; the native volume kinds are volume kinds; each undeclared
+    capability's method answers NotSupported and each declared stats capability works."""
     ctx.step("capabilities")
     declared = provider.capabilities()
     odd = [c for c in declared if not isinstance(c, Capability)]
     if odd:
         raise CaseFailed("capabilities()", expected="Capability values", got=repr(odd))
+    ctx.step("native_volume_kinds")
+    native = provider.native_volume_kinds()
+    strange = sorted(repr(kind) for kind in native if not isinstance(kind, str))
+    strange += [repr(kind) for kind in unknown_volume_kinds(k for k in native if isinstance(k, str))]
+    if strange:
+        raise CaseFailed(
+            "native_volume_kinds()",
+            expected='v1.Volume source field names such as "persistentVolumeClaim" or "hostPath"',
+            got=", ".join(strange),
+        )
     ctx.step("node_template")
     _check_template("node_template()", await provider.node_template())
 

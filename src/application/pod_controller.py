@@ -21,7 +21,9 @@ resolved (ConfigMaps, Secrets, bound service-account tokens) and handed over wit
 ``set_pod_volumes``; a missing mandatory source is a FailedMount event and the sync retries with
 backoff, as the kubelet's mounts do. Every ``volume_refresh_period`` each running pod is queued
 for a volume check: the contents are resolved again (tokens only when due for refresh) and sent
-when they changed. Because the decision
+when they changed. Volumes of the kinds the provider declares native (``native_volume_kinds``)
+are left to it. A provider without VOLUMES gets no contents: each other volume is an
+UnsupportedVolume warning, once per pod, before its create. Because the decision
 looks only at state, a duplicated or lost event cannot leave a pod behind.
 
 Probes and lifecycle hooks, unless the provider runs them itself (capability PROBES): after each
@@ -83,6 +85,7 @@ from vkubelet.domain.sync import (
     specs_equal,
     status_patch,
 )
+from vkubelet.domain.volumes import dropped_volume_events
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,12 @@ class PodController:
         tracer: Tracer | None = None,
         volumes: VolumeResolver | None = None,
         prober: ContainerProber | None = None,
+        sync_gate: asyncio.Event | None = None,
     ) -> None:
+        """``sync_gate`` (``--leader-elect``): the sync workers, the only code that writes to
+        the provider or the pod API, start once it is set, after a fresh reconcile; the feeds run
+        from the start, so a standby replica's caches are warm when it takes over."""
+        self._sync_gate = sync_gate
         self._pods = pods
         self._provider = provider
         self._environment = environment
@@ -133,6 +141,8 @@ class PodController:
         self._settings = settings
         self._tracer = tracer or NullTracer()
         self._capabilities = provider.capabilities()
+        self._native_volume_kinds = provider.native_volume_kinds()
+        self._dropped_warned: set[str] = set()  # pods told their volumes are not mounted
         # Per-UID state. _api/_provider hold the latest copy from each side.
         self._api: dict[str, Pod] = {}
         self._provider_pods: dict[str, Pod] = {}
@@ -178,7 +188,7 @@ class PodController:
         resource_version = await self._relist()
         await self._adopt_provider_pods()
         tasks = [
-            asyncio.create_task(self._queue.run(), name="pod-queue"),
+            asyncio.create_task(self._run_workers(), name="pod-queue"),
             asyncio.create_task(self._watch(resource_version), name="pod-watch"),
             asyncio.create_task(self._follow_provider(), name="provider-status"),
             asyncio.create_task(self._reconcile_periodically(), name="pod-reconcile"),
@@ -196,6 +206,13 @@ class PodController:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._probes is not None:
                 await self._probes.close()
+
+    async def _run_workers(self) -> None:
+        if self._sync_gate is not None:
+            await self._sync_gate.wait()
+            # What the provider runs now, not what its stream said while nobody acted on it.
+            await self.reconcile()
+        await self._queue.run()
 
     # -- API feed ---------------------------------------------------------------------------
     async def _relist(self) -> str:
@@ -407,6 +424,7 @@ class PodController:
             self._probes.forget(uid)
         self._volume_digests.pop(uid, None)
         self._volumes_due.discard(uid)
+        self._dropped_warned.discard(uid)
         if self._volumes is not None:
             self._volumes.forget(uid)
         self._provider_pods.pop(uid, None)
@@ -538,17 +556,24 @@ class PodController:
         A missing mandatory source is a FailedMount event, and the sync retries later. False
         when the provider refused them for good (the pod is then marked failed)."""
         if self._volumes is None:
+            # Once per pod, not on every create retry.
+            if Capability.VOLUMES not in self._capabilities and api_pod.ref.uid not in self._dropped_warned:
+                self._dropped_warned.add(api_pod.ref.uid)
+                for event in dropped_volume_events(api_pod, native_kinds=self._native_volume_kinds):
+                    self._record(api_pod, EventType(event.type), event.reason, event.message)
             return True
-        outcome = await self._volumes.resolve(api_pod)
-        for event in outcome.events:
-            self._record(api_pod, EventType(event.type), event.reason, event.message)
+        outcome = await self._volumes.resolve(api_pod, native_kinds=self._native_volume_kinds)
         if outcome.failure is not None:
+            for event in outcome.events:
+                self._record(api_pod, EventType(event.type), event.reason, event.message)
             self._record(api_pod, EventType.WARNING, outcome.failure.reason, outcome.failure.message)
             raise _RetryLater(outcome.failure.message)
         assert outcome.volumes is not None
         uid, digest = api_pod.ref.uid, outcome.volumes.digest()
         if self._volume_digests.get(uid) == digest:
-            return True
+            return True  # unchanged: its warnings were recorded when these contents were sent
+        for event in outcome.events:
+            self._record(api_pod, EventType(event.type), event.reason, event.message)
         try:
             with self._tracer.span("Provider.set_pod_volumes", self._pod_attributes(api_pod)):
                 await self._provider.set_pod_volumes(api_pod.ref, outcome.volumes)

@@ -43,8 +43,10 @@ class VolumeResolver:
         self._held: dict[str, dict[TokenRequestSpec, tuple[IssuedToken, datetime]]] = {}
         self._allocatable: Mapping[str, str] | None = None
 
-    async def resolve(self, pod: Pod) -> VolumeResolution:
-        sources = required_volume_sources(pod)
+    async def resolve(self, pod: Pod, *, native_kinds: frozenset[str] = frozenset()) -> VolumeResolution:
+        """The pod's volume contents; volumes of ``native_kinds`` (the provider's
+        ``native_volume_kinds``) are neither fetched nor warned about."""
+        sources = required_volume_sources(pod, native_kinds=native_kinds)
         namespace = sources.namespace
         config_maps, secrets, tokens = await asyncio.gather(
             lookups(sources.config_maps, lambda name: self._configs.get_config_map_files(namespace, name)),
@@ -57,6 +59,7 @@ class VolumeResolver:
             secrets=secrets,
             tokens=tokens,
             node_allocatable=await self._node_allocatable(),
+            native_kinds=native_kinds,
         )
 
     def forget(self, uid: str) -> None:

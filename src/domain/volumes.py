@@ -9,7 +9,10 @@ The result crosses the provider boundary as :class:`PodVolumes`: for every file-
 emptyDir its medium and size limit. Mount points are not repeated here: they are the
 containers' ``volumeMounts`` in the pod manifest. Volume kinds a provider cannot be handed
 (persistentVolumeClaim, csi, hostPath, ...) are reported by name and kind so the application can
-warn; they are never silently dropped.
+warn; they are never silently dropped. What the provider declares it handles natively from the
+pod spec (``native_kinds``, names of :data:`VOLUME_SOURCE_KINDS`) is neither resolved nor
+warned about, and :func:`dropped_volume_events` names what a provider that takes no volume
+contents at all (no VOLUMES capability) would silently lose.
 
 Files. A configMap/secret volume without ``items`` holds every key, named after it; with
 ``items`` only the listed keys, at their ``path``. A configMap's keys are those of ``data``
@@ -57,7 +60,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -224,6 +227,42 @@ class VolumeResolution:
 
 # -- manifest access ----------------------------------------------------------------------
 
+#: The volume source fields of a v1.Volume (its API field names): the kinds a volume can have.
+VOLUME_SOURCE_KINDS = frozenset(
+    {
+        "awsElasticBlockStore",
+        "azureDisk",
+        "azureFile",
+        "cephfs",
+        "cinder",
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "fc",
+        "flexVolume",
+        "flocker",
+        "gcePersistentDisk",
+        "gitRepo",
+        "glusterfs",
+        "hostPath",
+        "image",
+        "iscsi",
+        "nfs",
+        "persistentVolumeClaim",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "projected",
+        "quobyte",
+        "rbd",
+        "scaleIO",
+        "secret",
+        "storageos",
+        "vsphereVolume",
+    }
+)
+
 _FILE_KINDS = frozenset({"configMap", "secret", "downwardAPI", "projected"})
 _EMPTY_DIR = "emptyDir"
 _PROJECTION_KINDS = frozenset({"configMap", "secret", "downwardAPI", "serviceAccountToken"})
@@ -336,6 +375,14 @@ class _Volume:
     def supported(self) -> bool:
         return self.kind in _FILE_KINDS or self.kind == _EMPTY_DIR
 
+    @property
+    def source_kind(self) -> str:
+        """The v1.Volume field: ``projected`` also for a ``projected.<source>`` kind."""
+        return self.kind.partition(".")[0]
+
+    def native(self, native_kinds: frozenset[str]) -> bool:
+        return self.source_kind in native_kinds
+
 
 def _classify(entry: object) -> _Volume:
     if not isinstance(entry, Mapping):
@@ -404,10 +451,11 @@ def _token_spec(source: Manifest) -> TokenRequestSpec:
 # -- what to fetch ------------------------------------------------------------------------
 
 
-def required_volume_sources(pod: Pod) -> VolumeSources:
+def required_volume_sources(pod: Pod, *, native_kinds: frozenset[str] = frozenset()) -> VolumeSources:
     """The objects and tokens the pod's volumes reference, and the volumes no provider can take.
 
-    Malformed entries are passed over here; :func:`project_volumes` reports them.
+    Volumes of ``native_kinds`` (the provider reads them from the pod spec) are passed over, as
+    are malformed entries; :func:`project_volumes` reports the latter.
     """
     config_maps: set[str] = set()
     secrets: set[str] = set()
@@ -425,6 +473,8 @@ def required_volume_sources(pod: Pod) -> VolumeSources:
         try:
             volume = _classify(entry)
         except _Failed:
+            continue
+        if volume.native(native_kinds):
             continue
         if not volume.supported:
             unsupported.append(UnsupportedVolume(volume.name, volume.kind))
@@ -484,6 +534,7 @@ def project_volumes(
     secrets: Mapping[str, Lookup[Mapping[str, bytes]]],
     tokens: Mapping[TokenRequestSpec, Lookup[str]],
     node_allocatable: Mapping[str, str],
+    native_kinds: frozenset[str] = frozenset(),
 ) -> VolumeResolution:
     """Resolve every volume of ``pod``; see the module docstring for the rules.
 
@@ -491,8 +542,9 @@ def project_volumes(
     the files of each, as bytes (a configmap's ``data`` encoded as UTF-8 together with its
     ``binaryData`` decoded; a secret's ``data`` decoded); ``tokens`` maps each of
     :attr:`VolumeSources.tokens` to the token, Missing when the service account does not
-    exist. Anything not fetched counts as unreadable. Unsupported volumes are left out with a
-    Warning event each; whether that fails the pod is the caller's decision.
+    exist. Anything not fetched counts as unreadable. Volumes of ``native_kinds`` are left out
+    silently (the provider reads them from the pod spec); other unsupported volumes are left out
+    with a Warning event each; whether that fails the pod is the caller's decision.
     """
     inputs = _Inputs(
         pod=pod,
@@ -511,6 +563,8 @@ def project_volumes(
     except _Failed as failed:
         return VolumeResolution(None, (), VolumeFailure(failed.reason, failed.message))
     for volume in declared:
+        if volume.native(native_kinds):
+            continue
         if not volume.supported:
             events.append(
                 VolumeEvent(
@@ -530,6 +584,34 @@ def project_volumes(
             return VolumeResolution(None, tuple(events), VolumeFailure(failed.reason, message))
     pull_secret = _image_pull_secret(pod, inputs, events)
     return VolumeResolution(PodVolumes(tuple(files), tuple(empty_dirs), pull_secret), tuple(events), None)
+
+
+def dropped_volume_events(pod: Pod, *, native_kinds: frozenset[str] = frozenset()) -> tuple[VolumeEvent, ...]:
+    """For a provider that takes no volume contents (no VOLUMES capability): one UnsupportedVolume
+    Warning per volume of ``pod`` whose kind is not in ``native_kinds``, in declared order, since
+    nobody would fill it. Malformed entries are passed over (vkubelet does not read them here)."""
+    events: list[VolumeEvent] = []
+    for entry in _list(pod.spec.get("volumes")):
+        try:
+            volume = _classify(entry)
+        except _Failed:
+            continue
+        if volume.native(native_kinds):
+            continue
+        events.append(
+            VolumeEvent(
+                EnvEventType.WARNING,
+                VolumeReason.UNSUPPORTED_VOLUME,
+                f"volume {_go_quote(volume.name)} of kind {volume.source_kind} is not mounted: "
+                "the provider does not take volume contents (no volumes capability)",
+            )
+        )
+    return tuple(events)
+
+
+def unknown_volume_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """The names among ``kinds`` that are not v1.Volume source fields, sorted."""
+    return tuple(sorted(set(kinds) - VOLUME_SOURCE_KINDS))
 
 
 def _image_pull_secret(pod: Pod, inputs: _Inputs, events: list[VolumeEvent]) -> bytes:

@@ -26,9 +26,16 @@ class FakeProvider:
     """Stores pods by UID. ``streaming=False`` makes it a provider that must be polled."""
 
     def __init__(
-        self, *, streaming: bool = True, auto_run: bool = True, volumes: bool = False, kills: bool = False
+        self,
+        *,
+        streaming: bool = True,
+        auto_run: bool = True,
+        volumes: bool = False,
+        kills: bool = False,
+        native_volume_kinds: frozenset[str] = frozenset(),
     ) -> None:
         self.streaming = streaming
+        self.native_kinds = native_volume_kinds  # what native_volume_kinds() declares
         self.takes_kills = kills  # capability KILL_CONTAINER: kill_container records into .kills
         self.kills: list[tuple[PodRef, str, int]] = []  # (pod, container, grace period seconds)
         self.takes_volumes = volumes  # capability VOLUMES: set_pod_volumes records into .volumes
@@ -185,6 +192,9 @@ class FakeProvider:
         found = {Capability.POD_STATUS_STREAM} if self.streaming else set()
         found |= {Capability.VOLUMES} if self.takes_volumes else set()
         return frozenset(found | ({Capability.KILL_CONTAINER} if self.takes_kills else set()))
+
+    def native_volume_kinds(self) -> frozenset[str]:
+        return self.native_kinds
 
     async def close(self) -> None:
         pass

@@ -29,6 +29,9 @@ class StreamingProvider:
     def capabilities(self) -> frozenset[Capability]:
         return self._capabilities
 
+    def native_volume_kinds(self) -> frozenset[str]:
+        return frozenset()
+
     async def exec_in_container(
         self, ref: PodRef, container: str, command: Sequence[str], io: StreamIO
     ) -> int:

@@ -20,6 +20,7 @@ from tests.fakes.clock import FakeClock
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import parse_grpc_config
 from vkubelet.adapters.grpc.server import RunningServer, start_server
+from vkubelet.adapters.mock.config import parse_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.conformance import CASES, Outcome, Report, run_conformance
@@ -89,6 +90,9 @@ class BrokenProvider:
 
     def capabilities(self) -> frozenset[Capability]:
         return self._mock.capabilities() | {Capability.EXEC, Capability.LOGS}
+
+    def native_volume_kinds(self) -> frozenset[str]:
+        return frozenset()
 
     async def close(self) -> None:
         await self._mock.close()
@@ -220,6 +224,49 @@ async def test_check_exits_zero_for_the_mock_provider() -> None:
     options = Options(address="in-process", timeout=WAIT, only=tuple(ALL_BUT_INVALID_INPUT))
     assert await check(MockProvider(node_name="vk-0"), options, out=out) == 0, out.getvalue()
     assert "0 failed" in out.getvalue()
+
+
+# -- native volume kinds -----------------------------------------------------------------------
+
+
+class OddVolumeKinds(MockProvider):
+    def native_volume_kinds(self) -> frozenset[str]:
+        return frozenset({"hostPath", "pvc", "host_path"})
+
+
+async def test_describe_consistent_fails_native_volume_kinds_that_are_no_volume_kinds() -> None:
+    report = await run_conformance(
+        OddVolumeKinds(node_name="vk-node"),
+        clock=SystemClock(),
+        wait_seconds=WAIT,
+        only=["describe_consistent"],
+    )
+    result = report.result("describe_consistent")
+    assert (result.outcome, result.reason) == (
+        Outcome.FAIL,
+        'native_volume_kinds(): expected v1.Volume source field names such as "persistentVolumeClaim" '
+        "or \"hostPath\", got 'host_path', 'pvc'",
+    )
+
+
+async def test_describe_consistent_passes_real_native_volume_kinds_over_grpc() -> None:
+    config = parse_mock_config(
+        {"vk-node": {"nativeVolumeKinds": ["persistentVolumeClaim", "csi"]}}, node_name="vk-node"
+    )
+    server = await start_server(MockProvider(node_name="vk-node", config=config), address="127.0.0.1:0")
+    client = GrpcProvider(
+        parse_grpc_config({"address": server.address, "insecure": True, "connect_timeout": 5})
+    )
+    try:
+        await client.connect()
+        report = await run_conformance(
+            client, clock=SystemClock(), wait_seconds=WAIT, only=["describe_consistent"]
+        )
+        result = report.result("describe_consistent")
+        assert result.outcome is Outcome.PASS, result.reason
+    finally:
+        await client.close()
+        await server.stop(0)
 
 
 # -- the node status stream case ---------------------------------------------------------------

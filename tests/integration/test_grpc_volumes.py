@@ -68,6 +68,25 @@ async def test_a_provider_without_the_capability_answers_not_supported() -> None
         await server.stop(0)
 
 
+@pytest.mark.parametrize(
+    "kinds",
+    [frozenset(), frozenset({"persistentVolumeClaim", "csi", "hostPath", "nfs"})],
+    ids=["none", "four"],
+)
+async def test_native_volume_kinds_cross_describe(kinds: frozenset[str]) -> None:
+    provider = FakeProvider(native_volume_kinds=kinds)
+    server = await start_server(provider, address="127.0.0.1:0", name="fake", version="1")
+    client = await connected(server.address)
+    try:
+        assert client.native_volume_kinds() == kinds
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            response = await pb_grpc.ProviderStub(channel).Describe(pb.DescribeRequest(), timeout=5)
+        assert list(response.native_volume_kinds) == sorted(kinds)  # field 5, in a stable order
+    finally:
+        await client.close()
+        await server.stop(0)
+
+
 @pytest.mark.parametrize("path", ["/etc/passwd", "../escape", "a/../../b", ""])
 async def test_a_path_that_leaves_the_volume_is_refused_before_the_provider(path: str) -> None:
     provider = FakeProvider(volumes=True)

@@ -76,6 +76,9 @@ class BareProvider:
     def capabilities(self) -> frozenset[Capability]:
         return frozenset()
 
+    def native_volume_kinds(self) -> frozenset[str]:
+        return frozenset()
+
     async def close(self) -> None:
         pass
 

@@ -593,3 +593,30 @@ def test_the_volumes_key_must_be_a_boolean(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"vk-0": {"volumes": "yes"}})
     with pytest.raises(MockConfigError, match="volumes must be true or false"):
         load_mock_config(path, node_name="vk-0")
+
+
+def test_native_volume_kinds_default_to_none_and_are_declared_as_configured(tmp_path: Path) -> None:
+    assert MockProvider(node_name="vk-0").native_volume_kinds() == frozenset()
+    path = write_config(tmp_path, {"vk-0": {"nativeVolumeKinds": ["persistentVolumeClaim", "hostPath"]}})
+    config = load_mock_config(path, node_name="vk-0")
+    assert config.native_volume_kinds == {"persistentVolumeClaim", "hostPath"}
+    assert MockProvider(node_name="vk-0", config=config).native_volume_kinds() == config.native_volume_kinds
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (["hostPath", "pvc"], "nativeVolumeKinds: 'pvc' is not a volume kind"),
+        (["hostpath", "Secret"], "nativeVolumeKinds: 'Secret', 'hostpath' are not volume kinds"),
+        ("hostPath", "nativeVolumeKinds must be an array of volume kinds"),
+        ([1], "nativeVolumeKinds must be an array of volume kinds"),
+    ],
+)
+def test_native_volume_kinds_must_be_volume_kinds(tmp_path: Path, value: object, words: str) -> None:
+    path = write_config(tmp_path, {"vk-0": {"nativeVolumeKinds": value}})
+    with pytest.raises(MockConfigError) as caught:
+        load_mock_config(path, node_name="vk-0")
+    message = str(caught.value)
+    assert words in message and str(path) in message and "'vk-0'" in message
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        assert "persistentVolumeClaim" in message  # the valid names are listed

@@ -92,6 +92,7 @@ class GrpcProvider:
         self._monitor: asyncio.Task[None] | None = None
         self._description: pb.DescribeResponse | None = None
         self._capabilities: frozenset[Capability] | None = None
+        self._native_volume_kinds: frozenset[str] = frozenset()
         self.on_reconnect: list[ReconnectHook] = []
         self.reconnects = 0  # times the channel came back after the first connection
 
@@ -171,14 +172,24 @@ class GrpcProvider:
                 sorted(self._capabilities),
                 sorted(capabilities),
             )
+        native = convert.native_volume_kinds_from_proto(response.native_volume_kinds)
+        if self._description is not None and native != self._native_volume_kinds:
+            log.warning(
+                "provider %s changed its native volume kinds: %s -> %s",
+                self._target,
+                sorted(self._native_volume_kinds),
+                sorted(native),
+            )
         self._description = response
         self._capabilities = capabilities
+        self._native_volume_kinds = native
         log.info(
-            "provider %s at %s (version %s): capabilities %s",
+            "provider %s at %s (version %s): capabilities %s; native volume kinds %s",
             response.name or "(unnamed)",
             self._target,
             response.version or "?",
             ", ".join(sorted(capabilities)) or "none",
+            ", ".join(sorted(native)) or "none",
         )
 
     def _describe_cached(self) -> pb.DescribeResponse:
@@ -344,6 +355,10 @@ class GrpcProvider:
         self._describe_cached()
         assert self._capabilities is not None
         return self._capabilities
+
+    def native_volume_kinds(self) -> frozenset[str]:
+        self._describe_cached()
+        return self._native_volume_kinds
 
     async def close(self) -> None:
         """Close the channel. The provider's pods keep running."""

@@ -130,6 +130,15 @@ def capabilities_from_proto(values: Iterable[int]) -> frozenset[Capability]:
     return frozenset(_CAPABILITY_FROM_PROTO[v] for v in values if v in _CAPABILITY_FROM_PROTO)
 
 
+def native_volume_kinds_to_proto(kinds: Iterable[str]) -> list[str]:
+    return sorted(kinds)
+
+
+def native_volume_kinds_from_proto(values: Iterable[str]) -> frozenset[str]:
+    # Kept as sent: a name that is no volume kind matches no volume (the conformance kit flags it).
+    return frozenset(values)
+
+
 def template_to_proto(template: NodeTemplate) -> pb.NodeTemplate:
     return pb.NodeTemplate(
         capacity=dict(template.capacity),

@@ -192,6 +192,7 @@ class _Servicer(pb_grpc.ProviderServicer):
             version=self._version,
             capabilities=convert.capabilities_to_proto(self._provider.capabilities()),
             node=convert.template_to_proto(template),
+            native_volume_kinds=convert.native_volume_kinds_to_proto(self._provider.native_volume_kinds()),
         )
 
     @_guarded("CreatePod")

@@ -11,16 +11,18 @@ nodes::
         "labels": {"topology.kubernetes.io/zone": "zone-a"},
         "taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}],
         "architecture": "arm64",
-        "operatingSystem": "linux"
+        "operatingSystem": "linux",
+        "nativeVolumeKinds": ["persistentVolumeClaim", "hostPath"]
       }
     }
 
 ``cpu``, ``memory``, ``pods``, ``others`` and ``providerID`` are upstream's keys; ``labels``,
-``taints``, ``architecture``, ``operatingSystem`` and ``volumes`` are ours. Absent keys take
+``taints``, ``architecture``, ``operatingSystem``, ``volumes`` and ``nativeVolumeKinds`` are
+ours. Absent keys take
 defaults: cpu ``20``, memory ``100Gi``, pods ``20``, no extra resources, no provider ID, no
 labels or taints, the host's architecture under its Go name (``amd64``, ``arm64``, ...) rather
 than upstream's hard-coded amd64, the operating system the caller passes (the CLI's ``--os``,
-``linux``) and ``volumes`` false.
+``linux``), ``volumes`` false and no native volume kinds.
 
 ``"volumes": true`` is a **benchmarking and testing aid**: the mock then declares the VOLUMES
 capability, so vkubelet resolves every pod's ConfigMap, Secret, downward-API and projected
@@ -31,6 +33,12 @@ is deleted). It measures what volumes cost vkubelet itself (bench/volumes.py) wi
 processes. Without the key the mock answers ``set_pod_volumes`` with NotSupported and vkubelet
 never resolves volumes for it.
 
+``"nativeVolumeKinds"`` lists v1.Volume source field names (``persistentVolumeClaim``, ``csi``,
+``hostPath``, ``nfs``, ...) that the mock declares it handles itself from the pod spec, as a
+cloud provider with its own storage would: vkubelet then neither resolves nor warns about those
+volumes (it warns about every other one it cannot hand over). A name that is no volume kind is
+an error.
+
 Where we differ from upstream (its bug 20), every problem is reported as a
 :class:`MockConfigError` whose message names the file, the key and the offending value, meant to
 stop the process at startup:
@@ -39,7 +47,7 @@ stop the process at startup:
 * a file that lacks the node: an error naming the node and listing the node keys the file has
   (upstream silently leaves the config empty and then fails with ``invalid CPU value``);
 * unreadable file, unparsable JSON, a value of the wrong JSON type, a resource quantity that is
-  not a Kubernetes quantity, a taint with an unknown effect: an error.
+  not a Kubernetes quantity, a taint with an unknown effect, an unknown volume kind: an error.
 
 Keys we do not know inside a node's object are logged as a warning and ignored, as Go's JSON
 decoder ignores them, so files written for upstream keep loading while typos stay visible.
@@ -63,6 +71,7 @@ from typing import Any
 
 from vkubelet.domain.errors import InvalidInput
 from vkubelet.domain.provider import Taint
+from vkubelet.domain.volumes import VOLUME_SOURCE_KINDS, unknown_volume_kinds
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +93,7 @@ _KNOWN_KEYS = frozenset(
         "architecture",
         "operatingSystem",
         "volumes",
+        "nativeVolumeKinds",
     }
 )
 _QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
@@ -137,6 +147,8 @@ class MockNodeConfig:
     operating_system: str = "linux"
     #: declare Capability.VOLUMES and keep the contents handed over (a benchmarking/testing aid)
     volumes: bool = False
+    #: volume kinds (v1.Volume source fields) the mock declares it handles itself
+    native_volume_kinds: frozenset[str] = frozenset()
 
     @property
     def capacity(self) -> dict[str, str]:
@@ -210,6 +222,7 @@ def parse_mock_config(
     else:
         os_name = _platform_word(operating_system, "operating system", "--os")
     volumes = _boolean(entry, "volumes", False, where)
+    native_volume_kinds = _volume_kinds(entry.get("nativeVolumeKinds"), where)
     return MockNodeConfig(
         cpu=cpu,
         memory=memory,
@@ -221,6 +234,7 @@ def parse_mock_config(
         architecture=architecture,
         operating_system=os_name,
         volumes=volumes,
+        native_volume_kinds=native_volume_kinds,
     )
 
 
@@ -316,6 +330,24 @@ def _labels(value: object, where: str) -> dict[str, str]:
             )
         labels[key] = label
     return labels
+
+
+def _volume_kinds(value: object, where: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(kind, str) for kind in value):
+        raise MockConfigError(
+            f'{where}: nativeVolumeKinds must be an array of volume kinds such as ["hostPath"], got {value!r}'
+        )
+    unknown = unknown_volume_kinds(value)
+    if unknown:
+        names = ", ".join(repr(kind) for kind in unknown)
+        verb = "is not a volume kind" if len(unknown) == 1 else "are not volume kinds"
+        raise MockConfigError(
+            f"{where}: nativeVolumeKinds: {names} {verb} "
+            f"(the v1.Volume source fields are {', '.join(sorted(VOLUME_SOURCE_KINDS))})"
+        )
+    return frozenset(value)
 
 
 def _taints(value: object, where: str) -> tuple[Taint, ...]:

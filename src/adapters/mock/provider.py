@@ -37,7 +37,9 @@ It implements the ``Provider`` port for demos, tests and the e2e suite, followin
   :mod:`vkubelet.adapters.mock.config`): the mock then declares VOLUMES, so vkubelet resolves
   every pod's volumes and calls :meth:`MockProvider.set_pod_volumes`, and it keeps the last
   contents per UID (:meth:`MockProvider.pod_volumes`) until the pod is deleted. Nothing is
-  mounted anywhere. Without the key ``set_pod_volumes`` raises NotSupported.
+  mounted anywhere. Without the key ``set_pod_volumes`` raises NotSupported. The config key
+  ``nativeVolumeKinds`` lists the volume kinds the mock claims to handle itself
+  (:meth:`MockProvider.native_volume_kinds`), as a cloud provider with its own storage would.
 * **Deterministic usage.** Stats and metrics derive from a stable hash of ``uid/container``
   instead of random numbers: each container uses a constant 1-100 millicores and
   8-136 MiB of working set; its cumulative CPU time is that rate times the time since it
@@ -396,6 +398,9 @@ class MockProvider:
     # -- capabilities and lifecycle -------------------------------------------------------
     def capabilities(self) -> frozenset[Capability]:
         return self._capabilities
+
+    def native_volume_kinds(self) -> frozenset[str]:
+        return self._config.native_volume_kinds
 
     async def close(self) -> None:
         """End the status streams. Pods are kept (they "keep running")."""

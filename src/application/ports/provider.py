@@ -119,6 +119,18 @@ class Capabilities(Protocol):
         """The optional parts this provider implements. Constant for its lifetime."""
         ...
 
+    def native_volume_kinds(self) -> frozenset[str]:
+        """The volume kinds this provider handles itself from the pod spec it gets, e.g. a cloud
+        provider mapping ``persistentVolumeClaim``, ``csi``, ``hostPath`` or ``nfs`` to its own
+        storage. Names are v1.Volume source fields (API field names, e.g. "persistentVolumeClaim",
+        see :data:`vkubelet.domain.volumes.VOLUME_SOURCE_KINDS`). Constant for its lifetime.
+
+        vkubelet neither resolves these volumes nor warns about them; any other kind it cannot
+        resolve (or, without VOLUMES, any other volume at all) gets an UnsupportedVolume event.
+        Empty for a provider that mounts only what vkubelet resolves.
+        """
+        ...
+
 
 class NodeProvider(NodeHealth, NodeStatusSource, Capabilities, Protocol):
     """What the node controller asks of a provider: liveness, the template and, only with

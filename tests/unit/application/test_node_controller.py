@@ -118,6 +118,9 @@ class Provider:
     def capabilities(self) -> frozenset[Capability]:
         return frozenset({Capability.NODE_STATUS_STREAM}) if self.node_stream else frozenset()
 
+    def native_volume_kinds(self) -> frozenset[str]:
+        return frozenset()
+
     def push(self, template: NodeTemplate) -> None:
         """The backing system's node changed: the provider's template and its stream follow."""
         self.template = template

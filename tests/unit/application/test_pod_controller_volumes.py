@@ -14,7 +14,7 @@ from tests.unit.application.test_pod_controller import NS, Harness
 from vkubelet.application.pod_controller import PodController, PodControllerSettings
 from vkubelet.application.volumes import VolumeResolver
 from vkubelet.domain.backoff import Backoff
-from vkubelet.domain.errors import InvalidInput
+from vkubelet.domain.errors import InvalidInput, Transient
 from vkubelet.domain.pod import Pod
 from vkubelet.domain.volumes import PodVolumes
 
@@ -55,9 +55,9 @@ def volume_pod(name: str, *volumes: dict[str, Any]) -> dict[str, Any]:
 
 
 class VolumeHarness(Harness):
-    def __init__(self, *, takes_volumes: bool = True) -> None:
+    def __init__(self, *, takes_volumes: bool = True, native_kinds: frozenset[str] = frozenset()) -> None:
         super().__init__(streaming=True)
-        self.provider = FakeProvider(streaming=True, volumes=takes_volumes)
+        self.provider = FakeProvider(streaming=True, volumes=takes_volumes, native_volume_kinds=native_kinds)
         self.tokens = FakeTokenIssuer(self.clock)
         self.configs.config_maps[(NS, "kube-root-ca.crt")] = {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}
         environment = self.controller._environment
@@ -174,6 +174,81 @@ async def test_a_provider_without_the_capability_gets_no_volumes() -> None:
         await h.eventually(lambda: h.creates_of(pod.ref.uid) == 1, what="created without volumes")
         assert h.tokens.issued == [] and h.provider.volumes == {}
         assert "FailedMount" not in h.reasons(pod)
+    finally:
+        await h.stop()
+
+
+def unsupported(h: VolumeHarness, pod: Pod) -> list[str]:
+    return [e.message for e in h.events.for_uid(pod.ref.uid) if e.reason == "UnsupportedVolume"]
+
+
+async def test_without_the_capability_each_non_native_volume_is_one_warning_before_the_create() -> None:
+    h = VolumeHarness(takes_volumes=False, native_kinds=frozenset({"persistentVolumeClaim"}))
+    h.provider.inject_failure("create_pod", Transient("provider busy"))  # the create is retried
+    await h.start()
+    try:
+        pod = h.pods.create(
+            volume_pod(
+                "web",
+                {"name": "cfg", "configMap": {"name": "absent"}},
+                KUBE_API_ACCESS,
+                {"name": "data", "persistentVolumeClaim": {"claimName": "pvc"}},
+            )
+        )
+        await h.eventually(lambda: h.creates_of(pod.ref.uid) == 1, what="created without volumes")
+        await h.advance(10)  # more syncs, and the periodic reconcile
+        assert unsupported(h, pod) == [
+            'volume "cfg" of kind configMap is not mounted: '
+            "the provider does not take volume contents (no volumes capability)",
+            'volume "kube-api-access-abcde" of kind projected is not mounted: '
+            "the provider does not take volume contents (no volumes capability)",
+        ]
+        reasons = h.reasons(pod)
+        assert reasons.index("UnsupportedVolume") < reasons.index("ProviderCreateFailed")
+        assert all(
+            e.type == "Warning" for e in h.events.for_uid(pod.ref.uid) if e.reason == "UnsupportedVolume"
+        )
+        assert h.provider.calls["create_pod"] == 2 and h.tokens.issued == []
+    finally:
+        await h.stop()
+
+
+async def test_without_the_capability_native_volumes_get_no_event() -> None:
+    h = VolumeHarness(takes_volumes=False, native_kinds=frozenset({"persistentVolumeClaim", "emptyDir"}))
+    await h.start()
+    try:
+        pod = h.pods.create(
+            volume_pod(
+                "native",
+                {"name": "data", "persistentVolumeClaim": {"claimName": "pvc"}},
+                {"name": "scratch", "emptyDir": {}},
+            )
+        )
+        await h.eventually(lambda: h.creates_of(pod.ref.uid) == 1, what="created")
+        assert unsupported(h, pod) == []
+    finally:
+        await h.stop()
+
+
+async def test_native_kinds_are_not_warned_about_and_other_unsupported_kinds_are() -> None:
+    h = VolumeHarness(native_kinds=frozenset({"hostPath"}))
+    await h.start()
+    try:
+        pod = h.pods.create(
+            volume_pod(
+                "mixed",
+                {"name": "host", "hostPath": {"path": "/var/log"}},
+                {"name": "disk", "csi": {"driver": "x"}},
+                {"name": "scratch", "emptyDir": {}},
+            )
+        )
+        await h.eventually(lambda: h.creates_of(pod.ref.uid) == 1, what="created")
+        assert unsupported(h, pod) == ['volume "disk" of kind csi cannot be handed to the provider']
+        assert [v.name for v in h.provider.volumes[pod.ref.uid].empty_dirs] == ["scratch"]
+        checks = h.provider.calls["set_pod_volumes"]
+        await h.advance(REFRESH * 3)  # periodic checks of unchanged contents: nothing new to say
+        assert unsupported(h, pod) == ['volume "disk" of kind csi cannot be handed to the provider']
+        assert h.provider.calls["set_pod_volumes"] == checks
     finally:
         await h.stop()
 

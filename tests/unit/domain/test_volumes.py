@@ -9,6 +9,7 @@ from vkubelet.domain.env import MISSING, EnvEventType, Found, Lookup, ReadFailed
 from vkubelet.domain.pod import Pod
 from vkubelet.domain.volumes import (
     DEFAULT_MODE,
+    VOLUME_SOURCE_KINDS,
     EmptyDirVolume,
     FileVolume,
     PodVolumes,
@@ -19,10 +20,12 @@ from vkubelet.domain.volumes import (
     VolumeReason,
     VolumeResolution,
     VolumeSources,
+    dropped_volume_events,
     project_volumes,
     required_volume_sources,
     token_refresh_at,
     token_refresh_due,
+    unknown_volume_kinds,
 )
 
 DEFAULT_TOKEN = TokenRequestSpec("", 3600, "token")
@@ -71,6 +74,7 @@ def project(
     secrets: Mapping[str, Lookup[Mapping[str, bytes]]] | None = None,
     tokens: Mapping[TokenRequestSpec, Lookup[str]] | None = None,
     node_allocatable: Mapping[str, str] | None = None,
+    native_kinds: frozenset[str] = frozenset(),
 ) -> VolumeResolution:
     return project_volumes(
         pod,
@@ -78,6 +82,7 @@ def project(
         secrets=secrets or {},
         tokens=tokens or {},
         node_allocatable=node_allocatable or {},
+        native_kinds=native_kinds,
     )
 
 
@@ -934,6 +939,59 @@ def test_unsupported_kinds_warn_and_are_left_out_without_failing_the_pod() -> No
             'volume "logs" of kind hostPath cannot be handed to the provider',
         ),
     ]
+
+
+def test_native_kinds_are_skipped_silently_and_other_unsupported_kinds_still_warn() -> None:
+    pod = make_pod(
+        {"name": "data", "persistentVolumeClaim": {"claimName": "pvc"}},
+        {"name": "logs", "hostPath": {"path": "/var/log"}},
+        projected_volume({"clusterTrustBundle": {"name": "b", "path": "ca"}}, name="bundle"),
+        config_map_volume(),
+        {"name": "disk", "csi": {"driver": "x"}},
+    )
+    native = frozenset({"persistentVolumeClaim", "hostPath", "projected", "configMap"})
+    sources = required_volume_sources(pod, native_kinds=native)
+    # A native configMap is the provider's to read: not fetched here.
+    assert sources.unsupported == (UnsupportedVolume("disk", "csi"),) and sources.config_maps == ()
+    resolution = project(pod, native_kinds=native)
+    assert volumes_of(resolution) == PodVolumes()
+    assert [e.message for e in resolution.events] == [
+        'volume "disk" of kind csi cannot be handed to the provider'
+    ]
+
+
+def test_dropped_volumes_are_every_non_native_volume_in_declared_order() -> None:
+    pod = make_pod(
+        KUBE_API_ACCESS,
+        {"name": "data", "persistentVolumeClaim": {"claimName": "pvc"}},
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "defaulted"},  # the API server's emptyDir
+        projected_volume({"clusterTrustBundle": {"name": "b", "path": "ca"}}, name="bundle"),
+        "junk",
+    )
+    events = dropped_volume_events(pod, native_kinds=frozenset({"persistentVolumeClaim"}))
+    assert {(e.type, e.reason) for e in events} == {(EnvEventType.WARNING, VolumeReason.UNSUPPORTED_VOLUME)}
+    suffix = "is not mounted: the provider does not take volume contents (no volumes capability)"
+    assert [e.message for e in events] == [
+        f'volume "kube-api-access-7xk2p" of kind projected {suffix}',
+        f'volume "scratch" of kind emptyDir {suffix}',
+        f'volume "defaulted" of kind emptyDir {suffix}',
+        f'volume "bundle" of kind projected {suffix}',
+    ]
+    assert (
+        dropped_volume_events(pod, native_kinds=frozenset({"persistentVolumeClaim", "projected", "emptyDir"}))
+        == ()
+    )
+    assert dropped_volume_events(make_pod()) == ()
+
+
+def test_volume_kinds_are_the_v1_volume_source_fields() -> None:
+    assert {"persistentVolumeClaim", "csi", "hostPath", "nfs", "configMap", "emptyDir"} <= VOLUME_SOURCE_KINDS
+    assert unknown_volume_kinds(["hostPath", "hostpath", "pvc", "projected.secret"]) == (
+        "hostpath",
+        "projected.secret",
+        "pvc",
+    )
 
 
 def test_events_before_a_failure_are_kept() -> None:

@@ -53,16 +53,18 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("name", "version", "capabilities", "node")
+    __slots__ = ("name", "version", "capabilities", "node", "native_volume_kinds")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_VOLUME_KINDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     capabilities: _containers.RepeatedScalarFieldContainer[Capability]
     node: NodeTemplate
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, str]]] = ..., node: _Optional[_Union[NodeTemplate, _Mapping]] = ...) -> None: ...
+    native_volume_kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, str]]] = ..., node: _Optional[_Union[NodeTemplate, _Mapping]] = ..., native_volume_kinds: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Taint(_message.Message):
     __slots__ = ("key", "value", "effect")
