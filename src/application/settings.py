@@ -141,12 +141,31 @@ class TraceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaderElectionSettings:
+    """``--leader-elect``: several replicas serve one node, the holder of a Lease writes.
+
+    Off by default (one replica, which writes from the start). The timing is checked by
+    :class:`vkubelet.domain.leader.ElectionTiming` (retry < renew deadline < lease duration).
+    """
+
+    enabled: bool = False
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    # The Lease: the CLI defaults the name to vkubelet-<nodename> and the namespace to the
+    # pod's own (in a cluster) or vkubelet-system (deploy/rbac.yaml's).
+    namespace: str = "vkubelet-system"
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     node: NodeSettings
     controller: ControllerSettings = field(default_factory=ControllerSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     kube: KubeSettings = field(default_factory=KubeSettings)
     trace: TraceSettings = field(default_factory=TraceSettings)
+    leader_election: LeaderElectionSettings = field(default_factory=LeaderElectionSettings)
     # Accepted for compatibility with upstream's flag; nothing listens on it (metrics are not
     # implemented, see docs/tracing.md).
     metrics_addr: str = DEFAULT_METRICS_ADDR

@@ -48,12 +48,14 @@ from vkubelet.application.settings import (
     DEFAULT_TAINT_KEY,
     ControllerSettings,
     KubeSettings,
+    LeaderElectionSettings,
     NodeSettings,
     ServerSettings,
     Settings,
     TraceSettings,
 )
 from vkubelet.domain.errors import InvalidInput
+from vkubelet.domain.leader import ElectionTiming
 from vkubelet.domain.provider import Taint
 from vkubelet.domain.sampling import SampleRate, parse_sample_rate
 
@@ -88,6 +90,7 @@ _BOOL_FLAGS = frozenset(
         "authentication-token-webhook",
         "local-control-plane",
         "enable-node-lease",
+        "leader-elect",
     }
 )
 _TRUE_WORDS = frozenset({"1", "t", "T", "true", "TRUE", "True"})
@@ -101,6 +104,10 @@ _KLOG_BOOL_FLAGS = frozenset(
 _CONTROLLER_DEFAULTS = ControllerSettings()
 _SERVER_DEFAULTS = ServerSettings()
 _KUBE_DEFAULTS = KubeSettings()
+_ELECTION_DEFAULTS = LeaderElectionSettings()
+# The namespace of the pod vkubelet runs in, as the kubelet mounts it for its ServiceAccount.
+SERVICE_ACCOUNT_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+_DNS_LABEL_NAME = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
 
 _BOOL_METAVAR = "BOOL"
 _INTEGER = re.compile(r"[+-]?[0-9]+")
@@ -449,6 +456,36 @@ def _build_parser() -> _Parser:
     value("--trace-service-name", f"service name in traces (default {DEFAULT_SERVICE_NAME})", metavar="NAME")
     listing("--trace-tag", "resource attribute added to traces; repeatable", metavar="KEY=VALUE")
     value("--trace-sample-rate", "percentage of traces recorded: 0..100, always or never", metavar="RATE")
+    # Leader election (high availability)
+    boolean(
+        "--leader-elect",
+        "run as one of several replicas of the node; only the holder of a Lease writes (default false)",
+    )
+    value(
+        "--leader-elect-lease-duration",
+        "how long a standby waits on an unrenewed leader lease before taking it (default 15s)",
+        metavar="DURATION",
+    )
+    value(
+        "--leader-elect-renew-deadline",
+        "how long the leader keeps writing without a successful renewal (default 10s)",
+        metavar="DURATION",
+    )
+    value(
+        "--leader-elect-retry-period",
+        "interval between tries to acquire or renew the lease (default 2s)",
+        metavar="DURATION",
+    )
+    value(
+        "--leader-elect-resource-namespace",
+        "namespace of the leader Lease (default: the pod's own in a cluster, else vkubelet-system)",
+        metavar="NAMESPACE",
+    )
+    value(
+        "--leader-elect-resource-name",
+        "name of the leader Lease (default vkubelet-<nodename>)",
+        metavar="NAME",
+    )
     # Logging
     value("--log-level", "panic, fatal, error, warn, info, debug or trace (default info)", metavar="LEVEL")
     # Deprecated and ignored, as upstream
@@ -610,12 +647,14 @@ def _run_command(
     )
     server = _server(ns, environ, warnings)
     trace = _trace(ns, exporters, warnings)
+    leader_election = _leader_election(ns, node_name, in_cluster=in_cluster, warnings=warnings)
     settings = Settings(
         node=node,
         controller=controller,
         server=server,
         kube=kube,
         trace=trace,
+        leader_election=leader_election,
         metrics_addr=ns.metrics_addr if ns.metrics_addr is not None else DEFAULT_METRICS_ADDR,
         log_level=log_level,
     )
@@ -737,6 +776,89 @@ def _trace(ns: argparse.Namespace, exporters: Sequence[str], warnings: list[str]
     return TraceSettings(
         exporters=tuple(chosen), service_name=service_name, tags=tags, sample_rate=sample_rate
     )
+
+
+def _leader_election(
+    ns: argparse.Namespace, node_name: str, *, in_cluster: bool, warnings: list[str]
+) -> LeaderElectionSettings:
+    enabled = _bool("--leader-elect", ns.leader_elect)
+    durations = {
+        "--leader-elect-lease-duration": (ns.leader_elect_lease_duration, _ELECTION_DEFAULTS.lease_duration),
+        "--leader-elect-renew-deadline": (ns.leader_elect_renew_deadline, _ELECTION_DEFAULTS.renew_deadline),
+        "--leader-elect-retry-period": (ns.leader_elect_retry_period, _ELECTION_DEFAULTS.retry_period),
+    }
+    seconds = {
+        flag: _duration(flag, raw, default=default, zero_ok=False)
+        for flag, (raw, default) in durations.items()
+    }
+    lease, deadline, retry = seconds.values()
+    if deadline >= lease:
+        raise _invalid(
+            "--leader-elect-renew-deadline",
+            _shown(ns.leader_elect_renew_deadline, deadline),
+            "must be shorter than --leader-elect-lease-duration "
+            f"({_shown(ns.leader_elect_lease_duration, lease)})",
+        )
+    if retry >= deadline:
+        raise _invalid(
+            "--leader-elect-retry-period",
+            _shown(ns.leader_elect_retry_period, retry),
+            "must be shorter than --leader-elect-renew-deadline "
+            f"({_shown(ns.leader_elect_renew_deadline, deadline)})",
+        )
+    try:
+        ElectionTiming(lease_duration=lease, renew_deadline=deadline, retry_period=retry)
+    except InvalidInput as error:
+        raise _invalid(
+            "--leader-elect-lease-duration", _shown(ns.leader_elect_lease_duration, lease), str(error)
+        ) from None
+    namespace = (
+        ns.leader_elect_resource_namespace or _own_namespace(in_cluster) or _ELECTION_DEFAULTS.namespace
+    )
+    if len(namespace) > 63 or not _DNS_LABEL_NAME.fullmatch(namespace):
+        raise _invalid(
+            "--leader-elect-resource-namespace", namespace, "a namespace must be a lowercase DNS label"
+        )
+    name = ns.leader_elect_resource_name or f"vkubelet-{node_name}"
+    if not _is_subdomain(name):
+        raise _invalid("--leader-elect-resource-name", name, "a Lease name must be a lowercase DNS subdomain")
+    if not enabled:
+        given = [
+            flag
+            for flag, raw in (
+                *((flag, raw) for flag, (raw, _) in durations.items()),
+                ("--leader-elect-resource-namespace", ns.leader_elect_resource_namespace),
+                ("--leader-elect-resource-name", ns.leader_elect_resource_name),
+            )
+            if raw is not None
+        ]
+        if given:
+            warnings.append(
+                f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect without --leader-elect"
+            )
+    return LeaderElectionSettings(
+        enabled=enabled,
+        lease_duration=lease,
+        renew_deadline=deadline,
+        retry_period=retry,
+        namespace=namespace,
+        name=name,
+    )
+
+
+def _shown(raw: str | None, seconds: float) -> str:
+    """The value as the user gave it, or the default in Go's syntax."""
+    return raw if raw is not None else f"{seconds:g}s"
+
+
+def _own_namespace(in_cluster: bool) -> str | None:
+    """The namespace of the pod vkubelet runs in (its ServiceAccount's), when in a cluster."""
+    if not in_cluster:
+        return None
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE_FILE.read_text().strip() or None
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ another provider) is one line here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import os
+import secrets
+import socket
 import tempfile
 from pathlib import Path
 
@@ -21,7 +24,7 @@ from vkubelet.adapters.kubeletapi.auth import AuthMiddleware, load_client_ca
 from vkubelet.adapters.kubeletapi.remotecommand import StreamTimeouts
 from vkubelet.adapters.kubeletapi.server import KubeletServer
 from vkubelet.adapters.kubeletapi.tls import server_tls
-from vkubelet.adapters.kubernetes.client import create_client
+from vkubelet.adapters.kubernetes.client import USER_AGENT, create_client
 from vkubelet.adapters.kubernetes.config import KubernetesConfigSource
 from vkubelet.adapters.kubernetes.events import KubernetesEventRecorder
 from vkubelet.adapters.kubernetes.leases import KubernetesLeaseGateway
@@ -37,14 +40,23 @@ from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.adapters.telemetry import NodeIdentity, Telemetry
 from vkubelet.application.environment import EnvironmentResolver
+from vkubelet.application.fencing import (
+    FencedEventRecorder,
+    FencedLeaseGateway,
+    FencedNodeGateway,
+    FencedPodGateway,
+    FencedProvider,
+)
 from vkubelet.application.kubelet_api import KubeletApi
 from vkubelet.application.kubelet_auth import auth_policy, cached_auth
+from vkubelet.application.leader import ElectionSettings, LeaderElector
 from vkubelet.application.node_controller import NodeController, NodeControllerSettings
 from vkubelet.application.pod_controller import VOLUME_REFRESH_PERIOD, PodController, PodControllerSettings
 from vkubelet.application.settings import Settings
 from vkubelet.application.tracing import NullMetrics
 from vkubelet.application.volumes import VolumeResolver
 from vkubelet.domain.backoff import Backoff
+from vkubelet.domain.leader import ElectionTiming
 from vkubelet.domain.lease import LeaseTiming
 
 KUBELET_VERSION = f"v1.36.3-vk-{__version__}"
@@ -95,6 +107,17 @@ def volume_refresh_batch(qps: float, period: float) -> int:
     return max(10, int(VOLUME_REFRESH_SHARE * qps * period / VOLUME_REFRESH_READS_PER_POD))
 
 
+def election_mode(settings: Settings) -> str:
+    """ "on" with --leader-elect: the write-side ports are fenced by the leader elector."""
+    return "on" if settings.leader_election.enabled else "off"
+
+
+def election_identity() -> str:
+    """This replica's name in the leader Lease: the host (the pod's name in a cluster) and a
+    random suffix, so a restarted process is a new candidate, never mistaken for its past self."""
+    return f"{socket.gethostname()}_{secrets.token_hex(4)}"
+
+
 def _setting(settings: providers.Provider[Settings], path: str) -> providers.Provider[object]:
     """One Settings field, e.g. ``"node.name"``.
 
@@ -117,6 +140,18 @@ class Kubernetes(containers.DeclarativeContainer):
     pods = providers.Singleton(KubernetesPodGateway, client, node_name=_setting(settings, "node.name"))
     nodes = providers.Singleton(KubernetesNodeGateway, client)
     leases = providers.Singleton(KubernetesLeaseGateway, client)
+    # --leader-elect: the election has its own client, so its renewals never queue behind a
+    # burst of status patches in the shared rate limit (kube components do the same).
+    election_client = providers.Singleton(
+        create_client,
+        _setting(settings, "kube.kubeconfig"),
+        qps=_setting(settings, "kube.qps"),
+        burst=_setting(settings, "kube.burst"),
+        user_agent=f"{USER_AGENT} leader-election",
+    )
+    election_leases = providers.Singleton(
+        KubernetesLeaseGateway, election_client, namespace=_setting(settings, "leader_election.namespace")
+    )
     config_source = providers.Singleton(KubernetesConfigSource, client)
     token_reviewer = providers.Singleton(KubernetesTokenReviewer, client)
     token_issuer = providers.Singleton(KubernetesTokenIssuer, client)
@@ -197,6 +232,52 @@ class Application(containers.DeclarativeContainer):
         api_server_url=providers.Callable(operator.attrgetter("server"), kube.client),
     )
 
+    # --leader-elect (docs/cli.md): the elector, and the writes of the pod and node controllers
+    # fenced by it; without the flag these are the plain ports and there is no elector.
+    election = providers.Callable(election_mode, settings)
+    leader_elector = providers.Selector(
+        election,
+        on=providers.Singleton(
+            LeaderElector,
+            leases=kube.election_leases,
+            clock=clock,
+            settings=providers.Factory(
+                ElectionSettings,
+                lease_name=_setting(settings, "leader_election.name"),
+                namespace=_setting(settings, "leader_election.namespace"),
+                identity=providers.Callable(election_identity),
+                timing=providers.Factory(
+                    ElectionTiming,
+                    lease_duration=_setting(settings, "leader_election.lease_duration"),
+                    renew_deadline=_setting(settings, "leader_election.renew_deadline"),
+                    retry_period=_setting(settings, "leader_election.retry_period"),
+                ),
+            ),
+        ),
+        off=providers.Object(None),
+    )
+    # Set by the daemon once this replica leads and has registered the node.
+    pod_sync_gate = providers.Selector(
+        election, on=providers.Singleton(asyncio.Event), off=providers.Object(None)
+    )
+    pod_writes = providers.Selector(
+        election, on=providers.Singleton(FencedPodGateway, kube.pods, leader_elector), off=kube.pods
+    )
+    node_writes = providers.Selector(
+        election, on=providers.Singleton(FencedNodeGateway, kube.nodes, leader_elector), off=kube.nodes
+    )
+    node_lease_writes = providers.Selector(
+        election, on=providers.Singleton(FencedLeaseGateway, kube.leases, leader_elector), off=kube.leases
+    )
+    event_writes = providers.Selector(
+        election, on=providers.Singleton(FencedEventRecorder, kube.events, leader_elector), off=kube.events
+    )
+    provider_writes = providers.Selector(
+        election,
+        on=providers.Singleton(FencedProvider, backends.pod_provider, leader_elector),
+        off=backends.pod_provider,
+    )
+
     environment = providers.Singleton(
         EnvironmentResolver,
         configs=kube.config_source,
@@ -213,14 +294,15 @@ class Application(containers.DeclarativeContainer):
     prober = providers.Singleton(StreamProber, backends.pod_provider, clock=clock)
     pod_controller = providers.Singleton(
         PodController,
-        pods=kube.pods,
-        provider=backends.pod_provider,
+        pods=pod_writes,
+        provider=provider_writes,
         environment=environment,
         volumes=volumes,
         prober=prober,
-        events=kube.events,
+        events=event_writes,
         clock=clock,
         tracer=tracer,
+        sync_gate=pod_sync_gate,
         settings=providers.Factory(
             PodControllerSettings,
             node_name=_setting(settings, "node.name"),
@@ -313,10 +395,10 @@ class Application(containers.DeclarativeContainer):
     )
     node_controller = providers.Factory(
         NodeController,
-        nodes=kube.nodes,
-        leases=kube.leases,
+        nodes=node_writes,
+        leases=node_lease_writes,
         provider=backends.pod_provider,
         clock=clock,
-        events=kube.events,
+        events=event_writes,
         tracer=tracer,
     )

@@ -5,6 +5,15 @@ what the provider already runs), node registration, then the controllers' loops.
 SIGTERM/SIGINT: stop taking new work, let in-flight syncs finish, mark the node NotReady
 (``--shutdown-node-not-ready``), stop the API server, flush events, close the provider and the
 client, exit 0. A second signal exits at once.
+
+With ``--leader-elect`` (docs/cli.md) the replica first stands by: provider connected, kubelet
+API up, the pod controller's API watch and provider feeds running, but no sync worker, no node
+registration and no write. Once it acquires the leader Lease it registers the node (which
+renews the node Lease at once) and only then lets the pod workers run, so the heartbeat goes out
+before a backlog of pod writes. A leader that loses its lease exits non-zero at once, without
+draining and without writing anything more (the fenced ports refuse); a leader stopped by a
+signal shuts down as usual and then releases the lease, so a standby takes over without waiting
+for it to lapse.
 """
 
 from __future__ import annotations
@@ -17,11 +26,13 @@ import signal
 from collections.abc import Iterator
 
 from vkubelet.adapters.kubernetes.client import KubeClient
+from vkubelet.application.leader import LeaderElector
 from vkubelet.application.node_controller import NodeController
 from vkubelet.application.pod_controller import PodController
 from vkubelet.application.settings import Settings
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import DomainError, Transient
+from vkubelet.domain.leader import LeadershipLost
 from vkubelet.entrypoints.container import Application
 
 log = logging.getLogger("vkubelet")
@@ -71,6 +82,8 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
     server = container.kubelet_server()
     client_ca = container.client_ca()
     pod_controller = container.pod_controller()
+    elector: LeaderElector | None = container.leader_elector()
+    sync_gate: asyncio.Event | None = container.pod_sync_gate()
     # An out-of-process provider that comes back after a restart may have lost or kept pods:
     # reconcile at once instead of waiting for the next full-resync period.
     reconnect_hooks = getattr(provider, "on_reconnect", None)
@@ -78,6 +91,7 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
         reconnect_hooks.append(pod_controller.reconcile)
     tasks: list[asyncio.Task[None]] = []
     node_controller: NodeController | None = None
+    lost = False
     try:
         events.start()
         await server.start()
@@ -85,10 +99,15 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
         if client_ca is not None:
             tasks.append(asyncio.create_task(client_ca.watch(), name="client-ca-watch"))
         tasks.append(asyncio.create_task(pod_controller.run(), name="pod-controller"))
+        if elector is not None:
+            tasks.append(asyncio.create_task(elector.run(), name="leader-election"))
+            if not await _stand_by(elector, pod_controller, stop, tasks):
+                log.info("stopping while standing by")
+                return 0
         node_controller = container.node_controller(
             settings=container.node_controller_settings(kubelet_port=server.port)
         )
-        startup = asyncio.ensure_future(_start(pod_controller, node_controller, tasks))
+        startup = asyncio.ensure_future(_start(pod_controller, node_controller, tasks, sync_gate))
         timeout = settings.controller.startup_timeout or None
         waiter = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({startup, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -103,17 +122,26 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
         log.info("node %s is ready", settings.node.name)
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done() and not task.cancelled() and (crash := task.exception()) is not None:
-                raise crash  # a controller loop died: that is a bug, exit non-zero
+        _raise_crash(tasks)
         log.info("shutting down")
         return 0
+    except LeadershipLost as error:
+        lost = True
+        log.error("%s; exiting without further writes (a restart makes this replica a standby)", error)
+        raise
     finally:
-        await _shutdown(settings, pod_controller, node_controller, tasks)
+        if lost:
+            await _abandon(tasks)
+        else:
+            await _shutdown(settings, pod_controller, node_controller, tasks)
+            if elector is not None:
+                await elector.release()
         await server.stop()
-        await events.close()
+        await events.close(drain_seconds=0.0 if lost else 5.0)
         await provider.close()
         await client.close()
+        if elector is not None:
+            await container.kube.election_client().close()
 
 
 async def _connect(provider: object, stop: asyncio.Event) -> bool:
@@ -165,12 +193,58 @@ async def _reach_api_server(client: KubeClient, *, wait_seconds: float, stop: as
     return False
 
 
+def _raise_crash(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        if task.done() and not task.cancelled() and (crash := task.exception()) is not None:
+            raise crash  # a controller loop died (a bug) or the leader lease was lost: exit non-zero
+
+
+async def _stand_by(
+    elector: LeaderElector,
+    pod_controller: PodController,
+    stop: asyncio.Event,
+    tasks: list[asyncio.Task[None]],
+) -> bool:
+    """Keep the caches warm and write nothing until this replica leads. False on a signal."""
+    waiters = {
+        asyncio.ensure_future(stop.wait()),
+        asyncio.ensure_future(_leading(elector, pod_controller)),
+    }
+    try:
+        await asyncio.wait({*waiters, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    _raise_crash(tasks)
+    return not stop.is_set()
+
+
+async def _leading(elector: LeaderElector, pod_controller: PodController) -> None:
+    await pod_controller.ready.wait()
+    if not elector.leading.is_set():
+        log.info("standing by for lease %s/%s", elector.settings.namespace, elector.settings.lease_name)
+    await elector.leading.wait()
+    log.info("leading as %s", elector.identity)
+
+
 async def _start(
-    pod_controller: PodController, node_controller: NodeController, tasks: list[asyncio.Task[None]]
+    pod_controller: PodController,
+    node_controller: NodeController,
+    tasks: list[asyncio.Task[None]],
+    sync_gate: asyncio.Event | None,
 ) -> None:
     await pod_controller.ready.wait()
     await node_controller.register()
     tasks.append(asyncio.create_task(node_controller.run(), name="node-controller"))
+    if sync_gate is not None:
+        sync_gate.set()  # after the node (and its lease renewal) so pod writes queue behind it
+
+
+async def _abandon(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel everything now: in-flight syncs included, no drain, no NotReady patch."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _shutdown(

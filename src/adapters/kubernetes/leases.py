@@ -1,4 +1,5 @@
-"""Node leases, coordination.k8s.io/v1 in ``kube-node-lease`` (implements ``LeaseGateway``).
+"""Leases, coordination.k8s.io/v1 (implements ``LeaseGateway``): the node leases of
+``kube-node-lease``, and with ``namespace=`` the leader-election lock of ``--leader-elect``.
 
 ``renewTime`` is a MicroTime: the server wants microseconds, ``2024-05-01T10:00:00.123456Z``.
 Updates are JSON merge patches that carry ``metadata.resourceVersion``: the server applies them
@@ -29,7 +30,7 @@ def format_micro_time(value: datetime) -> str:
 
 
 class KubernetesLeaseGateway:
-    """``LeaseGateway`` over coordination.k8s.io/v1 Leases (one per node, named after it)."""
+    """``LeaseGateway`` over the coordination.k8s.io/v1 Leases of one namespace."""
 
     def __init__(self, client: KubeClient, *, namespace: str = NODE_LEASE_NAMESPACE) -> None:
         self._client = client
@@ -77,11 +78,16 @@ class KubernetesLeaseGateway:
 
 
 def _spec(lease: Lease) -> dict[str, Any]:
-    return {
+    spec: dict[str, Any] = {
         "holderIdentity": lease.holder_identity,
         "leaseDurationSeconds": int(lease.duration_seconds),
         "renewTime": format_micro_time(lease.renew_time),
     }
+    if lease.acquire_time is not None:
+        spec["acquireTime"] = format_micro_time(lease.acquire_time)
+    if lease.transitions is not None:
+        spec["leaseTransitions"] = int(lease.transitions)
+    return spec
 
 
 def _owner_reference(lease: Lease) -> dict[str, Any]:
@@ -105,6 +111,10 @@ def lease_from_manifest(manifest: dict[str, Any]) -> Lease:
         if ref.get("kind") == "Node" and ref.get("name") == name:
             owner_uid = str(ref.get("uid") or "")
             break
+    acquire_time = parse_time(spec.get("acquireTime"))
+    if acquire_time is not None and acquire_time.tzinfo is None:
+        acquire_time = acquire_time.replace(tzinfo=UTC)
+    transitions = spec.get("leaseTransitions")
     return Lease(
         name=str(name),
         holder_identity=str(spec.get("holderIdentity") or ""),
@@ -112,4 +122,6 @@ def lease_from_manifest(manifest: dict[str, Any]) -> Lease:
         renew_time=renew_time,
         owner_node_uid=owner_uid,
         resource_version=str(meta.get("resourceVersion") or ""),
+        acquire_time=acquire_time,
+        transitions=int(transitions) if transitions is not None else None,
     )

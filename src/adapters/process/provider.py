@@ -438,6 +438,9 @@ class ProcessProvider:
     def capabilities(self) -> frozenset[Capability]:
         return _CAPABILITIES
 
+    def native_volume_kinds(self) -> frozenset[str]:
+        return frozenset()  # it mounts what vkubelet resolves, nothing of its own
+
     async def close(self) -> None:
         """Stop every pod (their processes cannot outlive the provider) and end the stream."""
         if self._closed:

@@ -92,7 +92,11 @@ class NodeGateway(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A coordination.k8s.io/v1 Lease in kube-node-lease, named after the node."""
+    """A coordination.k8s.io/v1 Lease: the node's heartbeat in kube-node-lease (named after the
+    node, owned by it), or the leader-election lock of ``--leader-elect``.
+
+    ``acquire_time`` and ``transitions`` (acquireTime, leaseTransitions) are written only when
+    set, so the node lease leaves them alone."""
 
     name: str
     holder_identity: str
@@ -100,9 +104,14 @@ class Lease:
     renew_time: datetime
     owner_node_uid: str = ""
     resource_version: str = ""
+    acquire_time: datetime | None = None
+    transitions: int | None = None
 
 
 class LeaseGateway(Protocol):
+    """Leases of one namespace, chosen when the gateway is built (kube-node-lease for the node
+    lease, the election namespace for the leader lease)."""
+
     async def get_lease(self, name: str) -> Lease:
         """Raises NotFound."""
         ...

@@ -863,3 +863,104 @@ def test_help(env: dict[str, str], argv: list[str]) -> None:
 
 def test_everything_after_double_dash_is_positional(env: dict[str, str]) -> None:
     assert "'--provider'" in error("--", "--provider", "mock", env=env)
+
+
+# --- leader election (issue 14) ------------------------------------------------------------
+
+
+def test_leader_election_is_off_by_default_with_the_documented_defaults(env: dict[str, str]) -> None:
+    election = settings("--nodename", "vk-0", env=env).leader_election
+    assert election.enabled is False
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (15.0, 10.0, 2.0)
+    assert (election.namespace, election.name) == ("vkubelet-system", "vkubelet-vk-0")
+
+
+def test_leader_election_flags(env: dict[str, str]) -> None:
+    command = run(
+        "--provider",
+        "mock",
+        "--leader-elect",
+        "--leader-elect-lease-duration",
+        "6s",
+        "--leader-elect-renew-deadline=4s",
+        "--leader-elect-retry-period",
+        "500ms",
+        "--leader-elect-resource-namespace",
+        "ha",
+        "--leader-elect-resource-name",
+        "my-lock",
+        env=env,
+    )
+    election = command.settings.leader_election
+    assert election.enabled is True
+    assert (election.lease_duration, election.renew_deadline, election.retry_period) == (6.0, 4.0, 0.5)
+    assert (election.namespace, election.name) == ("ha", "my-lock")
+    assert not any("leader" in warning for warning in command.warnings)
+
+
+def test_leader_elect_takes_false(env: dict[str, str]) -> None:
+    assert settings("--leader-elect=false", env=env).leader_election.enabled is False
+
+
+def test_in_a_cluster_the_election_namespace_is_the_pods_own(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace_file = tmp_path / "namespace"
+    namespace_file.write_text("ha-system\n")
+    monkeypatch.setattr("vkubelet.entrypoints.cli_args.SERVICE_ACCOUNT_NAMESPACE_FILE", namespace_file)
+    in_cluster = {**env, "KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    assert settings("--leader-elect", env=in_cluster).leader_election.namespace == "ha-system"
+    # Out of the cluster the file is not read.
+    assert settings("--leader-elect", env=env).leader_election.namespace == "vkubelet-system"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--leader-elect-renew-deadline", "15s"],
+            "invalid value '15s' for --leader-elect-renew-deadline: must be shorter than "
+            "--leader-elect-lease-duration (15s)",
+        ),
+        (
+            ["--leader-elect-lease-duration", "8s"],
+            "invalid value '10s' for --leader-elect-renew-deadline: must be shorter than "
+            "--leader-elect-lease-duration (8s)",
+        ),
+        (
+            ["--leader-elect-retry-period", "10s"],
+            "invalid value '10s' for --leader-elect-retry-period: must be shorter than "
+            "--leader-elect-renew-deadline (10s)",
+        ),
+        (["--leader-elect-retry-period", "0"], "invalid value '0' for --leader-elect-retry-period"),
+        (["--leader-elect-lease-duration", "15"], "invalid value '15' for --leader-elect-lease-duration"),
+        (
+            [
+                "--leader-elect-lease-duration",
+                "900ms",
+                "--leader-elect-renew-deadline",
+                "800ms",
+                "--leader-elect-retry-period",
+                "100ms",
+            ],
+            "invalid value '900ms' for --leader-elect-lease-duration: the leader lease duration must "
+            "be at least 1 s",
+        ),
+        (
+            ["--leader-elect-resource-namespace", "Bad_NS"],
+            "invalid value 'Bad_NS' for --leader-elect-resource-namespace",
+        ),
+        (
+            ["--leader-elect-resource-name", "no/slash"],
+            "invalid value 'no/slash' for --leader-elect-resource-name",
+        ),
+    ],
+)
+def test_bad_leader_election_values_are_named(env: dict[str, str], argv: list[str], expected: str) -> None:
+    assert expected in bad("--leader-elect", *argv, env=env)
+
+
+def test_leader_election_flags_without_leader_elect_warn(env: dict[str, str]) -> None:
+    command = run("--provider", "mock", "--leader-elect-lease-duration", "20s", env=env)
+    assert command.settings.leader_election.enabled is False
+    assert "--leader-elect-lease-duration has no effect without --leader-elect" in command.warnings

@@ -64,14 +64,19 @@ def test_cluster_role_is_least_privilege() -> None:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
 
 
-def test_leases_are_granted_in_kube_node_lease_only() -> None:
+def test_leases_are_granted_in_kube_node_lease_and_the_election_namespace_only() -> None:
     docs = documents("rbac.yaml")
-    (role,) = by_kind(docs, "Role")
-    assert role["metadata"]["namespace"] == "kube-node-lease"
-    assert rules_for(role, "coordination.k8s.io", "leases") == {"get", "create", "update", "patch"}
-    (binding,) = by_kind(docs, "RoleBinding")
-    assert binding["metadata"]["namespace"] == "kube-node-lease"
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    roles = {role["metadata"]["namespace"]: role for role in by_kind(docs, "Role")}
+    assert set(roles) == {"kube-node-lease", "vkubelet-system"}
+    node_leases, election = roles["kube-node-lease"], roles["vkubelet-system"]
+    assert rules_for(node_leases, "coordination.k8s.io", "leases") == {"get", "create", "update", "patch"}
+    # --leader-elect: read, create once, renew by patch; nothing else, and nothing but leases.
+    assert rules_for(election, "coordination.k8s.io", "leases") == {"get", "create", "patch"}
+    assert [rule["resources"] for rule in election["rules"]] == [["leases"]]
+    bindings = {binding["metadata"]["namespace"]: binding for binding in by_kind(docs, "RoleBinding")}
+    assert set(bindings) == set(roles)
+    for namespace, binding in bindings.items():
+        assert binding["roleRef"]["name"] == roles[namespace]["metadata"]["name"]
 
 
 def test_deployment_command_line_parses() -> None:
