@@ -114,12 +114,14 @@ class _CollectingIO:
 
 class _DialStream:
     """ByteStream of a TCP probe: sends nothing (half-closes at once, as a connect-and-close
-    does) and notes whether the pod side ever sent data."""
+    does) and notes when the connection is made (the provider's first read) or answered."""
 
     def __init__(self) -> None:
-        self.answered = asyncio.Event()
+        self.answered = asyncio.Event()  # connected (first read) or the pod side wrote
 
     async def read(self) -> bytes:
+        # Providers read the stream only once connected (the ContainerStreams contract).
+        self.answered.set()
         return b""
 
     async def write(self, data: bytes) -> None:
@@ -327,8 +329,8 @@ class StreamProber:
                 return _failure(_dial_message(error, host=host, port=port))
             writer.transport.abort()
             return ProbeResult(ProbeOutcome.SUCCESS)
-        # Connected: the provider's forward ended cleanly (the pod side closed after our
-        # half-close) or the pod side sent something. Refused: the forward raised.
+        # Connected: the provider read our stream (it does only once connected), the forward
+        # ended cleanly, or the pod side sent something. Refused: the forward raised.
         stream = _DialStream()
         forward = asyncio.create_task(self._streams.port_forward(ref, port, stream))
         answered = asyncio.create_task(stream.answered.wait())

@@ -219,10 +219,25 @@ def status_patch(api_pod: Pod, provider_status: Manifest) -> dict[str, Any] | No
         if key == "conditions":
             if _conditions_in_sync(current.get("conditions") or [], wanted or []):
                 continue
+            wanted = _clearing_stale_details(current.get("conditions") or [], wanted or [])
         elif current.get(key) == wanted:
             continue
         patch[key] = wanted
     return patch or None
+
+
+def _clearing_stale_details(current: Sequence[Manifest], wanted: Sequence[Manifest]) -> list[Manifest]:
+    """``wanted`` with ``reason: null``/``message: null`` where the API's condition still has
+    one the provider no longer reports: conditions merge by type, so a key left out of the
+    patch would stay (a Ready=True condition still saying ContainersNotReady) and the status
+    would never look in sync again, re-patched on every sync."""
+    by_type = {c.get("type"): c for c in current}
+    cleared: list[Manifest] = []
+    for condition in wanted:
+        existing = by_type.get(condition.get("type")) or {}
+        stale = {k: None for k in ("reason", "message") if k not in condition and existing.get(k) is not None}
+        cleared.append({**condition, **stale} if stale else condition)
+    return cleared
 
 
 def _conditions_in_sync(current: Sequence[Manifest], wanted: Sequence[Manifest]) -> bool:

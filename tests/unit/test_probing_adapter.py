@@ -285,6 +285,20 @@ async def test_tcp_succeeds_when_the_server_speaks_first_and_keeps_the_connectio
         assert await probe(prober, TcpSocketHandler(port)) == ProbeResult(ProbeOutcome.SUCCESS)
 
 
+async def test_tcp_succeeds_against_a_server_that_never_writes_nor_closes(prober: StreamProber) -> None:
+    release = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await release.wait()  # ignores our half-close: only a connect tells it is alive
+        writer.close()
+
+    async with serving(silent) as port:
+        try:
+            assert await probe(prober, TcpSocketHandler(port)) == ProbeResult(ProbeOutcome.SUCCESS)
+        finally:
+            release.set()
+
+
 async def test_tcp_refused_fails_like_the_kubelets_dial(prober: StreamProber) -> None:
     port = closed_port()
     assert await probe(prober, TcpSocketHandler(port)) == ProbeResult(

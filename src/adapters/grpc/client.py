@@ -484,15 +484,22 @@ class GrpcProvider:
                 return  # the call ended; its status is read (and reported) below
 
         pump: asyncio.Task[None] | None = None
+        # From revision 3 the provider answers `connected` first; only then is ``stream`` read,
+        # which tells a TCP probe that the pod side accepted (see ContainerStreams.port_forward).
+        announces = self._describe_cached().revision >= 3
         try:
             start = pb.PortForwardStart(pod=convert.ref_to_proto(ref), port=port)
             await call.write(pb.PortForwardRequest(start=start))
-            pump = asyncio.create_task(send())
+            if not announces:
+                pump = asyncio.create_task(send())
             while True:
                 response = await call.read()
                 if response is grpc.aio.EOF:
                     break
-                await stream.write(response.data)
+                if pump is None:
+                    pump = asyncio.create_task(send())
+                if response.data:
+                    await stream.write(response.data)
         except grpc.RpcError as error:
             raise from_rpc_error(error, call="PortForward") from error
         finally:

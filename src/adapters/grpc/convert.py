@@ -26,6 +26,8 @@ from vkubelet.domain.provider import (
 )
 from vkubelet.domain.volumes import EmptyDirVolume, FileVolume, PodVolumes, VolumeFile
 
+PROTOCOL_REVISION = 3  # the revision of provider.proto this package implements (its header)
+
 _CAPABILITY_TO_PROTO: dict[Capability, int] = {
     Capability.POD_STATUS_STREAM: pb.CAPABILITY_POD_STATUS_STREAM,
     Capability.NODE_STATUS_STREAM: pb.CAPABILITY_NODE_STATUS_STREAM,

@@ -146,6 +146,7 @@ class _ForwardStream:
         self._context = context
         self._incoming: asyncio.Queue[bytes] = asyncio.Queue()
         self._writing = asyncio.Lock()
+        self._announced = False
         self.closed = False
 
     async def pump(self) -> None:
@@ -160,6 +161,11 @@ class _ForwardStream:
             self._incoming.put_nowait(b"")
 
     async def read(self) -> bytes:
+        if not self._announced:
+            # The provider reads only once connected (the ContainerStreams contract): say so.
+            self._announced = True
+            async with self._writing:
+                await self._context.write(pb.PortForwardResponse(connected=True))
         data = await self._incoming.get()
         if not data:
             self._incoming.put_nowait(b"")
@@ -193,6 +199,7 @@ class _Servicer(pb_grpc.ProviderServicer):
             capabilities=convert.capabilities_to_proto(self._provider.capabilities()),
             node=convert.template_to_proto(template),
             native_volume_kinds=convert.native_volume_kinds_to_proto(self._provider.native_volume_kinds()),
+            revision=convert.PROTOCOL_REVISION,
         )
 
     @_guarded("CreatePod")

@@ -87,5 +87,10 @@ class ContainerStreams(Protocol):
         ...
 
     async def port_forward(self, ref: PodRef, port: int, stream: ByteStream) -> None:
-        """Connect ``stream`` to ``port`` inside the pod until either side closes."""
+        """Connect ``stream`` to ``port`` inside the pod until either side closes.
+
+        Raises (InvalidInput when nothing accepts connections on the port) *before* reading
+        ``stream``, and reads it only once connected: the first ``read()`` means "connected",
+        which is how a TCP probe tells a live server that never writes from a refused port.
+        """
         ...

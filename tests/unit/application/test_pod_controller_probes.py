@@ -90,6 +90,13 @@ async def test_readiness_probe_holds_ready_until_it_passes() -> None:
 
     h.prober.succeed("ready")
     await h.eventually(lambda: h.ready(pod) == "True", within=2.5, step=0.1, what="Ready within one period")
+    api = h.pods.get(NS, "web")
+    assert api is not None
+    ready = next(c for c in api.status["conditions"] if c["type"] == "Ready")
+    assert "reason" not in ready and "message" not in ready  # not Ready=True/ContainersNotReady
+    patches = len(h.status_patches(pod.ref.uid))
+    await h.advance(70)  # probes keep passing, a full resync passes: nothing new to write
+    assert len(h.status_patches(pod.ref.uid)) == patches
     await h.stop()
 
 

@@ -224,6 +224,20 @@ def test_conditions_compared_by_type_ignoring_timestamps() -> None:
     assert status_patch(api, flipped) == flipped
 
 
+def test_a_reason_the_provider_no_longer_reports_is_cleared_then_in_sync() -> None:
+    """Ready False with a reason, then True without one: the patch must null the reason and
+    message (conditions merge by type), or the pod says Ready=True/ContainersNotReady and is
+    re-patched on every sync."""
+    unready = {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": "[app]"}
+    api = make_pod(status={"conditions": [unready]})
+    patch = status_patch(api, {"conditions": [{"type": "Ready", "status": "True"}]})
+    assert patch == {"conditions": [{"type": "Ready", "status": "True", "reason": None, "message": None}]}
+    patched = make_pod(
+        status={"conditions": [{"type": "Ready", "status": "True"}]}
+    )  # as the server merges it
+    assert status_patch(patched, {"conditions": [{"type": "Ready", "status": "True"}]}) is None
+
+
 def test_terminal_api_status_is_never_overwritten() -> None:
     assert status_patch(make_pod(phase="Failed"), RUNNING_STATUS) is None
 

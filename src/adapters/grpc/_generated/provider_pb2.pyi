@@ -53,18 +53,20 @@ class DescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DescribeResponse(_message.Message):
-    __slots__ = ("name", "version", "capabilities", "node", "native_volume_kinds")
+    __slots__ = ("name", "version", "capabilities", "node", "native_volume_kinds", "revision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     NATIVE_VOLUME_KINDS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     capabilities: _containers.RepeatedScalarFieldContainer[Capability]
     node: NodeTemplate
     native_volume_kinds: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, str]]] = ..., node: _Optional[_Union[NodeTemplate, _Mapping]] = ..., native_volume_kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+    revision: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., capabilities: _Optional[_Iterable[_Union[Capability, str]]] = ..., node: _Optional[_Union[NodeTemplate, _Mapping]] = ..., native_volume_kinds: _Optional[_Iterable[str]] = ..., revision: _Optional[int] = ...) -> None: ...
 
 class Taint(_message.Message):
     __slots__ = ("key", "value", "effect")
@@ -458,7 +460,9 @@ class PortForwardRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[PortForwardStart, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class PortForwardResponse(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "connected")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    connected: bool
+    def __init__(self, data: _Optional[bytes] = ..., connected: _Optional[bool] = ...) -> None: ...

@@ -291,8 +291,10 @@ class ProviderServicer:
 
     def PortForward(self, request_iterator, context):
         """Capability PORT_FORWARD: one TCP connection to `port` inside the pod. The first client message
-        is `start`; then bytes flow both ways in `data`. The client half-closes by ending its side of
-        the stream (its writes are done); the server ends the call when the pod side closed.
+        is `start`; the server connects, answers `connected` (revision 3) or ends the call with an
+        error (e.g. INVALID_ARGUMENT: nothing listens on the port); then bytes flow both ways in
+        `data`. The client half-closes by ending its side of the stream (its writes are done); the
+        server ends the call when the pod side closed.
         Not idempotent: vkubelet never retries it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
