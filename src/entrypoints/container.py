@@ -39,6 +39,7 @@ from vkubelet.adapters.process.config import host_and_port, load_process_config
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.adapters.telemetry import NodeIdentity, Telemetry
+from vkubelet.adapters.telemetry.exporters import DEFAULT_REGISTRY
 from vkubelet.application.environment import EnvironmentResolver
 from vkubelet.application.fencing import (
     FencedEventRecorder,
@@ -58,13 +59,14 @@ from vkubelet.application.volumes import VolumeResolver
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.leader import ElectionTiming
 from vkubelet.domain.lease import LeaseTiming
+from vkubelet.domain.node import kubelet_version
 
-KUBELET_VERSION = f"v1.36.3-vk-{__version__}"
+KUBELET_VERSION = kubelet_version(__version__)
 
 # Provider names the CLI accepts, in the order `virtual-kubelet providers` lists them.
 PROVIDER_NAMES = ("mock", "process", "grpc")
 # Tracing exporters the CLI accepts: the built-in ones of vkubelet.adapters.telemetry's registry.
-EXPORTER_NAMES = ("jaeger", "otlp", "zpages")
+EXPORTER_NAMES = DEFAULT_REGISTRY.names()
 
 
 def build_process_provider(
