@@ -92,6 +92,13 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
+def children_cpu_seconds(pid: int) -> float:
+    """cutime + cstime of ``pid``: its children's CPU, once they exited and were reaped."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """VmHWM (peak resident set) and VmRSS of ``pid``, in KiB."""
     values: dict[str, int] = {}
@@ -196,13 +203,20 @@ async def create_pods(
     return created
 
 
+def pod_ready(pod: dict[str, Any]) -> bool:
+    """The pod's Ready condition is True."""
+    conditions = (pod.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 @dataclass
 class PodWatch:
-    """One watch on a namespace's pods: when each pod was first seen Running, and gone."""
+    """One watch on a namespace's pods: when each pod was first seen Running, Ready, and gone."""
 
     api: Api
     namespace: str
     running: dict[str, float] = field(default_factory=dict)
+    ready: dict[str, float] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
@@ -230,6 +244,8 @@ class PodWatch:
                     event["type"] in ("ADDED", "MODIFIED") and pod.get("status", {}).get("phase") == "Running"
                 ):
                     self.running.setdefault(name, now)
+                    if pod_ready(pod):
+                        self.ready.setdefault(name, now)
                 else:
                     continue
                 self._changed.set()

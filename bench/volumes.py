@@ -60,7 +60,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The API client, the pod watch, /proc readings and the machine description are compare.py's
 # (one definition of "pods Running" for every benchmark here); grpc_vs_inprocess.py's daemon
 # wrapper starts and stops the process and checks it is alive.
-from compare import Api, PodWatch, cpu_seconds, free_port, local_cluster, log, machine, memory_kib
+from compare import (
+    Api,
+    PodWatch,
+    cpu_seconds,
+    free_port,
+    local_cluster,
+    log,
+    machine,
+    memory_kib,
+    pod_ready,
+)
 from grpc_vs_inprocess import Stack, _spawn, wait_node_ready
 
 from vkubelet.adapters.localcluster.cluster import LocalCluster
@@ -174,6 +184,8 @@ class ResumingPodWatch(PodWatch):
                     if (pod.get("status") or {}).get("phase") != "Running":
                         continue
                     self.running.setdefault(name, now)
+                    if pod_ready(pod):
+                        self.ready.setdefault(name, now)
                 self._changed.set()
         return version
 
@@ -187,6 +199,8 @@ class ResumingPodWatch(PodWatch):
             self._seen.add(name)
             if (pod.get("status") or {}).get("phase") == "Running":
                 self.running.setdefault(name, now)
+                if pod_ready(pod):
+                    self.ready.setdefault(name, now)
         for name in self._seen - present:
             self.gone.setdefault(name, now)
         self._changed.set()
