@@ -23,6 +23,8 @@
   containers run first, one at a time, and are restarted on failure unless the policy is Never.
   ``kill_container`` (a failed liveness probe) SIGTERMs one container's tree, SIGKILLs it after
   the grace period, and the exit goes through the same restart handling.
+* **Ephemeral containers** (``kubectl debug``) new to the spec start on ``update_pod``, once,
+  never restarted; a pty with ``tty: true``; ``ephemeralContainerStatuses`` (:mod:`.ephemeral`).
 * **Logs** live in ``<root>/pods/<uid>/logs/<container>/<restartCount>.log`` (the CRI format,
   see :mod:`.logs`); the current and the previous run are kept.
 * **Deletion** SIGTERMs every tree, SIGKILLs after the pod's grace period (capped by
@@ -54,7 +56,7 @@ from typing import Any
 
 from vkubelet.adapters import stats
 from vkubelet.adapters.mock.config import host_architecture
-from vkubelet.adapters.process import procfs
+from vkubelet.adapters.process import ephemeral, procfs
 from vkubelet.adapters.process.logs import LogWriter, read_log, remove_quietly
 from vkubelet.adapters.process.spawn import Pty, mount_namespace_problem, resolvable, signal_tree, spawn
 from vkubelet.adapters.process.status import exit_code, final_phase, pod_phase, terminated_reason
@@ -114,6 +116,7 @@ class _Run:
     code: int | None = None
     killed: bool = False  # stopped by kill_container: restarted even after a clean exit (OnFailure)
     killer: asyncio.Task[None] | None = None  # the SIGKILL after the grace period
+    terminal: Pty | None = None  # tty: true (ephemeral containers): stdin and output go through it
 
 
 @dataclass(eq=False)
@@ -134,6 +137,8 @@ class _Container:
     started_event: asyncio.Event = field(default_factory=asyncio.Event)
     mounts: tuple[VolumeMount, ...] = ()  # non-empty: runs in its own mount namespace
     blocked: str = ""  # why it cannot run (its waiting state says so)
+    ephemeral: bool = False  # kubectl debug's: started once, never restarted (:mod:`.ephemeral`)
+    entered: bool = False  # runs in another container's mount namespace (an ephemeral's target)
 
     @property
     def name(self) -> str:
@@ -172,6 +177,7 @@ class _PodEntry:
     volumes: PodVolumes | None = None  # None: not handed over, volumeMounts are not made
     volume_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer of the volume dirs
     volumes_removed: bool = False
+    ephemeral_tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # their single runs
 
     @property
     def volume_dir(self) -> Path:
@@ -183,7 +189,11 @@ class _PodEntry:
 
     @property
     def main_containers(self) -> list[_Container]:
-        return [c for c in self.containers.values() if not c.init]
+        return [c for c in self.containers.values() if not c.init and not c.ephemeral]
+
+    @property
+    def ephemeral_containers(self) -> list[_Container]:
+        return [c for c in self.containers.values() if c.ephemeral]
 
 
 class _Stop:
@@ -303,16 +313,19 @@ class ProcessProvider:
         self._pods[uid] = entry
         work.mkdir(parents=True, exist_ok=True)
         log.info("process: created pod %s", pod.ref)
+        self._start_ephemeral(entry)
         self._publish(entry)
         entry.task = asyncio.create_task(self._run_pod(entry), name=f"pod {pod.ref}")
 
     async def update_pod(self, pod: Pod, volumes: PodVolumes | None = None) -> None:
-        """Keep the new metadata and spec. Running processes are not touched (images are ignored).
+        """Keep the new metadata and spec. Running processes are not touched (images are ignored);
+        ephemeral containers new to the spec (``kubectl debug``) are started (:mod:`.ephemeral`).
         With ``volumes``, their new contents are written as :meth:`update_volumes` does."""
         entry = self._lookup(pod.ref)
         if volumes is not None:
             check_volumes(volumes)
         entry.pod = Pod(pod.ref, copy.deepcopy(dict(pod.manifest)))
+        self._start_ephemeral(entry)
         self._publish(entry)
         if volumes is not None:
             await self.update_volumes(pod.ref, volumes)
@@ -482,7 +495,7 @@ class ProcessProvider:
         if not command:
             raise InvalidInput("exec needs a command")
         namespace_of = None
-        if target.mounts:
+        if target.mounts or target.entered:
             run = target.run
             if run is None or run.code is not None or run.process.returncode is not None:
                 raise InvalidInput(
@@ -534,8 +547,13 @@ class ProcessProvider:
             raise InvalidInput(f"container {container} of pod {ref} is not running")
         queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
         run.subscribers.add(queue)
-        stdin = run.process.stdin if io.stdin else None
-        feeder = asyncio.create_task(_feed_stdin(io, stdin, close_at_eof=bool(target.spec.get("stdinOnce"))))
+        if run.terminal is not None:  # tty: stdin and resizes go to its terminal
+            wants_stdin = io.stdin and bool(target.spec.get("stdin"))
+            feeder = asyncio.create_task(ephemeral.feed_terminal(io, run.terminal, stdin=wants_stdin))
+        else:
+            stdin = run.process.stdin if io.stdin else None
+            close_at_eof = bool(target.spec.get("stdinOnce"))
+            feeder = asyncio.create_task(_feed_stdin(io, stdin, close_at_eof=close_at_eof))
         try:
             while (item := await queue.get()) is not None:
                 stream, data = item
@@ -627,6 +645,46 @@ class ProcessProvider:
                         signal_tree(container.run.process.pid, signal.SIGTERM)
             await asyncio.gather(*sidecars, return_exceptions=True)
 
+    def _start_ephemeral(self, entry: _PodEntry) -> None:
+        """Start each ephemeral container of the spec this pod has not seen; once, for good."""
+        if entry.deleted or entry.stopping.is_set():
+            return
+        for spec in ephemeral.new_specs(entry.pod, entry.containers):
+            container = _container(
+                spec,
+                init=False,
+                pod=entry.pod,
+                work=entry.directory / "work",
+                log_root=entry.directory / "logs",
+                root=self._root,
+                api_server=self._api_server,
+            )
+            container.ephemeral = True
+            entry.containers[container.name] = container
+            earlier = ephemeral.earlier_state(entry.pod, container.name)
+            if earlier is not None:
+                container.state = earlier
+                continue
+            if entry.volumes is not None and container.runnable and spec.get("volumeMounts"):
+                self._plan_mounts(container, entry.volumes)
+            if not container.runnable:
+                continue  # its waiting state says why
+            log.info("process: starting ephemeral container %s of pod %s", container.name, entry.pod.ref)
+            name = f"{entry.pod.ref} {container.name}"
+            entry.ephemeral_tasks.add(asyncio.create_task(self._run_once(entry, container), name=name))
+
+    def _target_namespace(self, entry: _PodEntry, container: _Container) -> int | None:
+        """The pid whose mount namespace an ephemeral container joins: its target's, when that
+        container has one (volume mounts); None to run in the host's. OSError when the target
+        has one but is not running."""
+        target = entry.containers.get(str(container.spec.get("targetContainerName") or ""))
+        if not container.ephemeral or container.mounts or target is None or not target.mounts:
+            return None
+        run = target.run
+        if run is None or run.code is not None or run.process.returncode is not None:
+            raise OSError(errno.ESRCH, f"target container {target.name} is not running")
+        return run.process.pid
+
     async def _supervise(self, entry: _PodEntry, container: _Container, policy: str) -> bool:
         """Run ``container`` until it will not be restarted; True when it last exited 0."""
         if not container.runnable:
@@ -665,27 +723,37 @@ class ProcessProvider:
         remove_quietly(container.log_path(index - 2))  # keep the current and the previous run
         writer = LogWriter(container.log_path(index))
         started, started_monotonic = self._clock.now(), self._clock.monotonic()
+        terminal = None
         try:
             binds = None
+            namespace_of = self._target_namespace(entry, container)
+            container.entered = namespace_of is not None
             if container.mounts:
                 # Resolved now, on this host; the working dir and the command are looked up
                 # inside the new namespace, where the volumes are.
                 assert entry.volumes is not None
                 binds = bind_mounts(container.mounts, root=entry.volume_dir, volumes=entry.volumes)
-            else:
+            elif namespace_of is None:  # else they are looked up in the namespace it joins
                 container.cwd.mkdir(parents=True, exist_ok=True)
                 if not resolvable(container.argv[0], env=container.env, cwd=container.cwd):
                     raise FileNotFoundError(errno.ENOENT, "executable file not found", container.argv[0])
+            if container.ephemeral and container.spec.get("tty"):
+                terminal = Pty()
+            stdin, stdout, stderr = ephemeral.stdio(container.spec, terminal)
             process = await spawn(
                 container.argv,
-                env=container.env,
+                env={"TERM": "xterm", **container.env} if terminal else container.env,
                 cwd=container.cwd,
-                stdin=subprocess.PIPE if container.spec.get("stdin") else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                controlling_tty=terminal is not None,
                 mounts=binds,
+                namespace_of=namespace_of,
             )
         except OSError as error:
+            if terminal is not None:
+                terminal.close()
             message = f"failed to start {container.argv[0]!r}: {error}"
             writer.write("stderr", message.encode(), complete=True, moment=started)
             writer.close()
@@ -693,6 +761,7 @@ class ProcessProvider:
             self._publish(entry)
             return 128, 0.0
         run = _Run(process=process, log=writer, started=started, started_monotonic=started_monotonic)
+        run.terminal = terminal
         container.run = run
         if entry.stopping.is_set():
             signal_tree(process.pid, signal.SIGTERM)  # deleted while it was starting
@@ -700,14 +769,20 @@ class ProcessProvider:
         container.state = {"running": {"startedAt": format_time(started)}}
         container.started_event.set()
         self._publish(entry)
-        assert process.stdout is not None and process.stderr is not None
-        pumps = [
-            asyncio.create_task(self._pump(run, process.stdout, "stdout")),
-            asyncio.create_task(self._pump(run, process.stderr, "stderr")),
-        ]
+        if terminal is not None:
+            terminal.close_slave()  # the process holds it now: its exit ends the output
+            pumps = [asyncio.create_task(self._pump(run, ephemeral.TerminalReader(terminal), "stdout"))]
+        else:
+            assert process.stdout is not None and process.stderr is not None
+            pumps = [
+                asyncio.create_task(self._pump(run, process.stdout, "stdout")),
+                asyncio.create_task(self._pump(run, process.stderr, "stderr")),
+            ]
         returncode = await process.wait()
         signal_tree(process.pid, signal.SIGKILL)  # the container ends with its main process
         await _drain(pumps)
+        if terminal is not None:
+            terminal.close()
         code = exit_code(returncode)
         run.code = code
         writer.close()
@@ -721,7 +796,9 @@ class ProcessProvider:
         self._publish(entry)
         return code, self._clock.monotonic() - started_monotonic
 
-    async def _pump(self, run: _Run, reader: asyncio.StreamReader, stream: str) -> None:
+    async def _pump(
+        self, run: _Run, reader: asyncio.StreamReader | ephemeral.TerminalReader, stream: str
+    ) -> None:
         pending = b""
         while chunk := await reader.read(65536):
             for queue in run.subscribers:
@@ -778,12 +855,13 @@ class ProcessProvider:
         for run in runs:
             signal_tree(run.process.pid, signal.SIGTERM)
         assert entry.task is not None
-        _, pending = await asyncio.wait({entry.task}, timeout=grace)
+        tasks = {entry.task, *entry.ephemeral_tasks}
+        _, pending = await asyncio.wait(tasks, timeout=grace)
         if pending:
             for container in entry.containers.values():
                 if container.run is not None and container.run.code is None:
                     signal_tree(container.run.process.pid, signal.SIGKILL)
-            await asyncio.wait({entry.task})
+            await asyncio.wait(tasks)
         for container in entry.containers.values():
             if "terminated" not in container.state:
                 container.state = {
@@ -899,6 +977,10 @@ class ProcessProvider:
         )
         if inits:
             status["initContainerStatuses"] = inits
+        if entry.ephemeral_containers:
+            status["ephemeralContainerStatuses"] = [
+                ephemeral.status(_container_status(c)) for c in entry.ephemeral_containers
+            ]
         return status
 
     def _snapshot(self, entry: _PodEntry) -> Pod:

@@ -281,3 +281,40 @@ def test_lost_pod_status_terminates_running_containers_with_137() -> None:
     terminated = status["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 137
     assert terminated["startedAt"] == "2025-01-01T11:00:00Z"
+
+
+# -- ephemeral containers (kubectl debug) -----------------------------------------------------
+DEBUG = {"name": "dbg", "image": "busybox", "command": ["sh"], "stdin": True, "tty": True}
+
+
+def test_an_added_ephemeral_container_is_a_spec_change_the_provider_hears_about() -> None:
+    # kubectl debug writes spec.ephemeralContainers through the ephemeralcontainers subresource.
+    running = make_pod(status=RUNNING_STATUS)
+    debugged = make_pod(status=RUNNING_STATUS, ephemeralContainers=[DEBUG])
+    d = decide(
+        api_pod=debugged,
+        provider_pod=running,
+        applied_spec_key=spec_key(running),
+        deleted_in_provider=False,
+        now=NOW,
+    )
+    assert d.action is Action.CHECK_UPDATE
+    assert not specs_equal(debugged, running)
+    assert specs_equal(debugged, make_pod(ephemeralContainers=[DEBUG]))
+
+
+def test_ephemeral_container_statuses_are_written_from_the_provider() -> None:
+    api = make_pod(status=RUNNING_STATUS, ephemeralContainers=[DEBUG])
+    running = [{"name": "dbg", "state": {"running": {"startedAt": "2025-01-01T12:00:00Z"}}}]
+    patch = status_patch(api, {**RUNNING_STATUS, "ephemeralContainerStatuses": running})
+    assert patch == {"ephemeralContainerStatuses": running}
+
+    exited = [{"name": "dbg", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]
+    shown = make_pod(
+        status={**RUNNING_STATUS, "ephemeralContainerStatuses": running}, ephemeralContainers=[DEBUG]
+    )
+    assert status_patch(shown, {**RUNNING_STATUS, "ephemeralContainerStatuses": exited}) == {
+        "ephemeralContainerStatuses": exited
+    }
+    # A provider that does not report them leaves what the API shows alone.
+    assert status_patch(shown, RUNNING_STATUS) is None
