@@ -592,13 +592,19 @@ METRICS = (
 )
 
 
-def summarize(results: Sequence[dict[str, Any]], impls: Sequence[str]) -> str:
+def summarize(
+    results: Sequence[dict[str, Any]],
+    impls: Sequence[str],
+    *,
+    baseline: str = "go",
+    metrics: Sequence[tuple[str, str]] = METRICS,
+) -> str:
+    """Markdown table of medians, with each implementation's ratio to ``baseline``."""
     runs = [r for r in results if r["impl"] in impls and "error" not in r]
-    lines = [
-        f"| workload | {' | '.join(impls)} | " + " | ".join(f"{i} / go" for i in impls if i != "go") + " |"
-    ]
-    lines.append("|" + "---|" * (1 + len(impls) + sum(1 for i in impls if i != "go")))
-    for key, title in METRICS:
+    others = [i for i in impls if i != baseline]
+    lines = [f"| workload | {' | '.join(impls)} | " + " | ".join(f"{i} / {baseline}" for i in others) + " |"]
+    lines.append("|" + "---|" * (1 + len(impls) + len(others)))
+    for key, title in metrics:
         medians: dict[str, float] = {}
         for impl in impls:
             values = [r[key] for r in runs if r["impl"] == impl and key in r]
@@ -608,11 +614,9 @@ def summarize(results: Sequence[dict[str, Any]], impls: Sequence[str]) -> str:
             continue
         cells = [f"{medians[i]:.3g}" if i in medians else "-" for i in impls]
         ratios = []
-        for impl in impls:
-            if impl == "go":
-                continue
-            go, ours = medians.get("go"), medians.get(impl)
-            ratios.append(f"{ours / go:.2f}" if go and ours is not None else "-")
+        for impl in others:
+            base, ours = medians.get(baseline), medians.get(impl)
+            ratios.append(f"{ours / base:.2f}" if base and ours is not None else "-")
         lines.append(f"| {title} | {' | '.join(cells)} | {' | '.join(ratios)} |")
     for r in results:
         if r["impl"] == "ceiling":

@@ -136,6 +136,17 @@ COMPONENTS: dict[str, Component] = {
             expected_minutes="5",
             on_demand=True,
         ),
+        Component(
+            # KWOK's standalone controller (fake nodes and pod lifecycle stages), for bench/kwok.py.
+            # Upstream has no replace lines; the wrapper module tools/kwok pins its go.sum like
+            # upstream-vk's does.
+            name="kwok",
+            version="v0.8.0",
+            executables={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+            module="kwok",
+            expected_minutes="2-5",
+            on_demand=True,
+        ),
     )
 }
 

@@ -1,0 +1,366 @@
+"""vkubelet vs KWOK vs a zero-logic kubelet, on one fresh local control plane.
+
+::
+
+    .venv/bin/python bench/kwok.py --pods 1000 --rounds 3
+
+Per workload size N (``--pods``, a comma list) and round, each implementation in turn (the order
+rotates every round) gets its own Node and namespace and a fresh process:
+
+1. start it and wait until its Node is Ready;
+2. **burst**: POST N pods bound to the node (``spec.nodeName``; bench/compare.py's bounded pool
+   of concurrent POSTs) and time, from the first POST, until a watch has seen all Running;
+3. **delete**: one graceful collection DELETE; time until the watch has seen all gone;
+4. the process's CPU (utime+stime over the burst, the deletion and the whole run) and its peak
+   RSS (VmHWM), then SIGTERM.
+
+Implementations:
+
+- ``kwok``: KWOK v0.8.0's ``kwok`` binary (built into the binary cache on first use) with the
+  stages kwokctl installs by default (node-initialize, node-heartbeat-with-lease, pod-ready,
+  pod-complete, pod-delete; read from the module's source in the Go module cache), managing the
+  Nodes annotated ``kwok.x-k8s.io/node=fake``, which this script creates. KWOK's client has no
+  client-side rate limit at all (client-go's fake always-allow limiter) and no flag for one, so
+  there is no "raised" KWOK; its remaining knob is the stage parallelism, ``kwok-par`` below;
+- ``kwok-par``: the same with ``podPlayStageParallelism`` raised (``--kwok-parallelism``);
+- ``vk``: ``python -m vkubelet --provider mock`` at its defaults, as bench/compare.py runs it;
+- ``vk-raised``: the same with ``--kube-api-qps 0`` (no client-side rate limit);
+- ``zero``: bench/zero_logic.py, only the API calls a kubelet must make per pod. Every figure is
+  also given as a ratio to it.
+
+Results: one JSON object per run in ``--out`` (JSON lines, plus one ``machine`` line with the load
+average before and after) and a Markdown table of medians on stdout.
+This is a benchmark, not a test: it is not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from compare import (
+    Api,
+    Daemon,
+    PodWatch,
+    Settings,
+    cpu_seconds,
+    create_pods,
+    local_cluster,
+    log,
+    machine,
+    memory_kib,
+    order,
+    start_daemon,
+    summarize,
+    wait_node_ready,
+)
+
+from vkubelet.adapters.localcluster.binaries import COMPONENTS, BinaryCache
+from vkubelet.adapters.localcluster.cluster import LocalCluster
+
+IMPLEMENTATIONS = ("kwok", "kwok-par", "vk", "vk-raised", "zero")
+DEFAULT_IMPLS = ("kwok", "vk", "vk-raised", "zero")
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+#: the stages kwokctl gives a cluster by default (pkg/kwokctl/runtime/cluster.go)
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+ZERO_LOGIC = Path(__file__).resolve().parent / "zero_logic.py"
+
+METRICS = (
+    ("create_s", "creating the N pods (client side), s"),
+    ("burst_running_s", "N pods created at once -> all Running, s"),
+    ("delete_gone_s", "delete --all -> all gone, s"),
+    ("burst_cpu_s", "process CPU during the burst to Running, s"),
+    ("delete_cpu_s", "process CPU during the deletion, s"),
+    ("total_cpu_s", "process CPU over the whole run, s"),
+    ("peak_rss_kib", "peak RSS (VmHWM), MiB"),
+    ("startup_to_ready_s", "start -> node Ready, s"),
+)
+
+
+@dataclass(frozen=True)
+class Context:
+    cluster: LocalCluster
+    vk: Settings
+    work_dir: Path
+    kwok_binary: Path | None
+    kwok_config: Path | None
+    kwok_par_config: Path | None
+
+
+def kwok_stage_documents() -> str:
+    """KWOK's own default stage manifests, from the module source the build downloaded."""
+    spec = COMPONENTS["kwok"]
+    module_dir = BinaryCache().tools_dir / (spec.module or "kwok")
+    env = dict(os.environ, GOFLAGS="-mod=mod", GOWORK="off", GOTOOLCHAIN="local")
+    listing = subprocess.run(
+        ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{spec.version}"],
+        cwd=module_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    source = Path(json.loads(listing.stdout)["Dir"])
+    return "\n---\n".join((source / stage).read_text() for stage in KWOK_STAGES)
+
+
+def kwok_config(stages: str, *, parallelism: int | None) -> str:
+    if parallelism is None:
+        return stages
+    options = (
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n"
+        f"  podPlayStageParallelism: {parallelism}\n"
+        # A configuration file's options are not defaulted: KWOK's defaults, spelled out.
+        "  nodePlayStageParallelism: 4\n  nodeLeaseParallelism: 4\n  podsOnNodeSyncParallelism: 1\n"
+    )
+    return options + "---\n" + stages
+
+
+async def create_kwok_node(api: Api, node: str, capacity_pods: int) -> None:
+    capacity = {"cpu": "100000", "memory": "100Ti", "pods": str(capacity_pods)}
+    await api.request(
+        "POST",
+        "/api/v1/nodes",
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": node,
+                "annotations": {KWOK_ANNOTATION: "fake"},
+                "labels": {"kubernetes.io/hostname": node, "type": "kwok"},
+            },
+            # KWOK hands out pod IPs from the node's CIDR (its --cidr default, a /24, is too small).
+            "spec": {
+                "podCIDR": "10.0.0.0/16",
+                "taints": [{"key": KWOK_ANNOTATION, "value": "fake", "effect": "NoSchedule"}],
+            },
+            "status": {"capacity": capacity, "allocatable": capacity},
+        },
+    )
+
+
+def spawn(command: list[str], log_path: Path, impl: str, node: str) -> Daemon:
+    env = dict(os.environ)
+    env.pop("KUBECONFIG", None)
+    with log_path.open("ab") as output:
+        output.write(f"$ {' '.join(command)}\n".encode())
+        output.flush()
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+    return Daemon(impl, node, process, log_path)
+
+
+async def start(api: Api, ctx: Context, impl: str, node: str) -> Daemon:
+    if impl in ("vk", "vk-raised"):
+        return start_daemon(impl, ctx.vk, ctx.cluster, node)
+    log_path = ctx.work_dir / f"{node}.log"
+    if impl in ("kwok", "kwok-par"):
+        assert ctx.kwok_binary is not None
+        config = ctx.kwok_config if impl == "kwok" else ctx.kwok_par_config
+        await create_kwok_node(api, node, ctx.vk.capacity_pods)
+        command = [str(ctx.kwok_binary), "--kubeconfig", str(ctx.cluster.kubeconfig_path)]
+        command += [
+            "--config",
+            str(config),
+            "--manage-nodes-with-annotation-selector",
+            f"{KWOK_ANNOTATION}=fake",
+        ]
+        command += ["--node-lease-duration-seconds", "40", "--node-ip", "127.0.0.1", "-v", "WARN"]
+        return spawn(command, log_path, impl, node)
+    cluster = ctx.cluster
+    command = [
+        sys.executable,
+        str(ZERO_LOGIC),
+        "--server",
+        cluster.server_url,
+        "--ca",
+        str(cluster.ca_cert_path),
+    ]
+    command += ["--cert", str(cluster.pki_dir / "admin.crt"), "--key", str(cluster.pki_dir / "admin.key")]
+    command += ["--node", node, "--capacity-pods", str(ctx.vk.capacity_pods)]
+    return spawn(command, log_path, impl, node)
+
+
+async def run_once(
+    api: Api, ctx: Context, impl: str, *, pods: int, round_no: int, create_concurrency: int, deadline_s: float
+) -> dict[str, Any]:
+    node = f"kwok-bench-{impl}-n{pods}-r{round_no}"
+    namespace = node
+    await api.create_namespace(namespace)
+    result: dict[str, Any] = {"impl": impl, "round": round_no, "pods": pods, "node": node}
+    watch = PodWatch(api, namespace)
+    daemon: Daemon | None = None
+    try:
+        started = time.monotonic()
+        daemon = await start(api, ctx, impl, node)
+        await wait_node_ready(api, daemon)
+        result["startup_to_ready_s"] = time.monotonic() - started
+        pid = daemon.process.pid
+        await watch.start()
+
+        names = [f"p{i:05d}" for i in range(pods)]
+        cpu_before = cpu_seconds(pid)
+        t0 = time.monotonic()
+        created = await create_pods(api, namespace, node, names, concurrency=create_concurrency)
+        result["create_s"] = max(created.values()) - t0
+        await watch.wait(lambda: len(watch.running) >= pods, within=deadline_s, what=f"{pods} pods Running")
+        result["burst_running_s"] = watch.last(watch.running, names) - t0
+        result["burst_cpu_s"] = cpu_seconds(pid) - cpu_before
+
+        cpu_before = cpu_seconds(pid)
+        t1 = time.monotonic()
+        await api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", {"kind": "DeleteOptions"})
+        await watch.wait(lambda: len(watch.gone) >= pods, within=deadline_s, what=f"{pods} pods gone")
+        result["delete_gone_s"] = watch.last(watch.gone, names) - t1
+        result["delete_cpu_s"] = cpu_seconds(pid) - cpu_before
+
+        result["peak_rss_kib"] = memory_kib(pid)["VmHWM"]
+        result["total_cpu_s"] = cpu_seconds(pid)
+    finally:
+        await watch.stop()
+        if daemon is not None:
+            result["exit_code"] = daemon.stop()
+        with contextlib.suppress(RuntimeError):
+            await api.request("DELETE", f"/api/v1/namespaces/{namespace}")
+        # A Node left behind would be managed by the next KWOK process too.
+        with contextlib.suppress(RuntimeError):
+            await api.request("DELETE", f"/api/v1/nodes/{node}")
+    return result
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+async def bench(args: argparse.Namespace, ctx: Context, out: Path) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+
+    def record(result: dict[str, Any]) -> None:
+        result["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+        results.append(result)
+        with out.open("a") as stream:
+            stream.write(json.dumps(result) + "\n")
+        log(json.dumps(result))
+
+    async with Api.open(ctx.cluster, connections=args.create_concurrency + 8) as api:
+        for pods in args.pods:
+            for round_no in range(1, args.rounds + 1):
+                for impl in order(round_no - 1, args.impls):
+                    log(f"round {round_no}: {impl}, {pods} pods ...")
+                    try:
+                        record(
+                            await run_once(
+                                api,
+                                ctx,
+                                impl,
+                                pods=pods,
+                                round_no=round_no,
+                                create_concurrency=args.create_concurrency,
+                                deadline_s=args.timeout,
+                            )
+                        )
+                    except (RuntimeError, TimeoutError) as error:
+                        record({"impl": impl, "round": round_no, "pods": pods, "error": str(error)})
+    return results
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/kwok.py",
+        description="vkubelet vs KWOK vs a zero-logic kubelet on one local control plane.",
+    )
+    parser.add_argument(
+        "--pods", type=lambda s: [int(n) for n in s.split(",") if n], default=[1000], help="N, comma list"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every implementation once")
+    parser.add_argument(
+        "--impls",
+        type=lambda s: [i for i in s.split(",") if i],
+        default=list(DEFAULT_IMPLS),
+        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (default {','.join(DEFAULT_IMPLS)})",
+    )
+    parser.add_argument("--create-concurrency", type=int, default=32, help="POSTs in flight while creating")
+    parser.add_argument("--raised-burst", default="2000", help="vk-raised --kube-api-burst (qps is 0)")
+    parser.add_argument(
+        "--kwok-parallelism",
+        type=int,
+        default=16,
+        help="kwok-par podPlayStageParallelism (KWOK's default: 4)",
+    )
+    parser.add_argument("--kwok-binary", type=Path, help="kwok executable (default: build/cache it)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="deadline of each wait, s")
+    parser.add_argument("--work-dir", type=Path, help="logs and configs (default: a new temp dir)")
+    parser.add_argument("--out", type=Path, help="JSON lines of results (default: <work-dir>/results.jsonl)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    unknown = set(args.impls) - set(IMPLEMENTATIONS)
+    if unknown:
+        raise SystemExit(f"unknown implementation(s): {', '.join(sorted(unknown))}")
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="vkubelet-kwok-bench-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out or work_dir / "results.jsonl"
+    kwok_binary = kwok_path = kwok_par_path = None
+    if {"kwok", "kwok-par"} & set(args.impls):
+        kwok_binary = args.kwok_binary or BinaryCache().ensure("kwok")["kwok"]
+        stages = kwok_stage_documents()
+        kwok_path, kwok_par_path = work_dir / "kwok.yaml", work_dir / "kwok-par.yaml"
+        kwok_path.write_text(kwok_config(stages, parallelism=None))
+        kwok_par_path.write_text(kwok_config(stages, parallelism=args.kwok_parallelism))
+    vk = Settings(
+        go_binary=Path("virtual-kubelet"),  # unused: no Go virtual-kubelet here
+        raised_qps="0",
+        raised_burst=args.raised_burst,
+        work_dir=work_dir,
+        capacity_pods=max(10 * max(args.pods), 10000),
+        profile="",
+        py_spy="",
+        vkubelet_path=None,
+    )
+    before = uptime()
+    host = machine()
+    log(f"work dir {work_dir}; results {out}")
+    log(host.replace("\n", " | "))
+    log(f"before: {before}")
+    with local_cluster() as cluster:
+        ctx = Context(cluster, vk, work_dir, kwok_binary, kwok_path, kwok_par_path)
+        results = asyncio.run(bench(args, ctx, out))
+    after = uptime()
+    with out.open("a") as stream:
+        stream.write(
+            json.dumps({"impl": "machine", "machine": host, "uptime_before": before, "uptime_after": after})
+        )
+        stream.write("\n")
+    print(f"{host}\n\nuptime before: {before}\nuptime after:  {after}\n")
+    for pods in args.pods:
+        print(f"## N={pods}, rounds={args.rounds} (medians; ratio = implementation / zero)\n")
+        rows = [r for r in results if r.get("pods") == pods]
+        print(summarize(rows, args.impls, baseline="zero", metrics=METRICS) + "\n")
+    errors = [r for r in results if "error" in r]
+    for r in errors:
+        print(f"\nrun failed: {r['impl']} round {r['round']} N={r['pods']}: {r['error']}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
