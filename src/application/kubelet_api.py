@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from vkubelet.application.ports.provider import Provider
+from vkubelet.application.ports.provider import KubeletApiProvider
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain.errors import InvalidInput, NotFound, NotSupported
 from vkubelet.domain.pod import Pod, PodRef
@@ -38,7 +38,7 @@ class KubeletApi:
     def __init__(
         self,
         *,
-        provider: Provider,
+        provider: KubeletApiProvider,
         node_pods: Callable[[], Sequence[Pod]],
         node_name: str,
     ) -> None:

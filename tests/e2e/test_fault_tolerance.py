@@ -65,7 +65,10 @@ def pod_list(node: str, namespace: str, count: int, prefix: str = "ft") -> str:
 
 def create_pods(control_plane: Any, manifest: str) -> subprocess.CompletedProcess[str]:
     """Create every pod of the List; ones that already exist are reported and skipped."""
-    return control_plane.kubectl("create", "-f", "-", input=manifest, check=False, timeout=600)
+    result: subprocess.CompletedProcess[str] = control_plane.kubectl(
+        "create", "-f", "-", input=manifest, check=False, timeout=600
+    )
+    return result
 
 
 def start_creating(control_plane: Any, manifest: str, work_dir: Path) -> subprocess.Popen[str]:

@@ -157,8 +157,10 @@ def test_exit_code_is_reported_and_restart_policy_always_restarts(
 
     def restarted_with_exit_3() -> bool:
         status = container_status(control_plane, namespace, "exit3")
-        terminated = (status.get("lastState") or {}).get("terminated") or (status.get("state") or {}).get(
-            "terminated"
+        terminated: dict[str, Any] = (
+            (status.get("lastState") or {}).get("terminated")
+            or (status.get("state") or {}).get("terminated")
+            or {}
         )
         return bool(terminated) and terminated.get("exitCode") == 3 and status.get("restartCount", 0) >= 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import json
 import os
 import pty
@@ -274,6 +275,15 @@ STACK_NODE = "vk-e2e-streams"
 KUBECTL_ENVS = pytest.mark.parametrize("kubectl_env", [_WS, _SPDY], ids=["websocket", "spdy"])
 
 
+def pod_phase_is(control_plane: Any, namespace: str, name: str, phase: str) -> bool:
+    return bool(
+        control_plane.kubectl(
+            "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}", check=False
+        ).stdout
+        == phase
+    )
+
+
 @dataclass
 class Stack:
     cluster: LocalCluster
@@ -335,12 +345,7 @@ def stack(
             control_plane.kubectl("create", "-f", "-", input=json.dumps(manifest))
         for name in pods:
             wait_for(
-                lambda name=name: (
-                    control_plane.kubectl(
-                        "get", "pod", name, "-n", namespace, "-o", "jsonpath={.status.phase}", check=False
-                    ).stdout
-                    == "Running"
-                ),
+                functools.partial(pod_phase_is, control_plane, namespace, name, "Running"),
                 timeout=60,
                 what=f"pod {name} Running",
             )

@@ -145,7 +145,12 @@ def test_kubectl_logs_follow_gets_a_line_written_after_it_started(
         text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in follow.stdout or ()], daemon=True)
+
+    def read_lines() -> None:
+        for line in follow.stdout or ():
+            lines.put(line)
+
+    reader = threading.Thread(target=read_lines, daemon=True)
     reader.start()
     try:
         assert [lines.get(timeout=30) for _ in range(3)] == ["one\n", "two\n", "three\n"]

@@ -255,17 +255,24 @@ def test_kill_9_of_the_leader_mid_burst_loses_nothing(
         leader.kill()  # SIGKILL: no release, no drain
         running_at_kill = len(leftovers([marker]))
 
+        def taken_over() -> dict[str, Any] | None:
+            spec = leader_lease(control_plane)
+            return spec if spec.get("holderIdentity") not in (holder, None, "") else None
+
         lease = wait_for(
-            lambda: (
-                (spec := leader_lease(control_plane)).get("holderIdentity") not in (holder, None, "") and spec
-            ),
+            taken_over,
             timeout=60,
             what="the standby to take the lease",
         )
         assert lease["holderIdentity"] == stack.identity(standby)
         takeover = (micro_time(lease["acquireTime"]) - killed_at).total_seconds()
+
+        def renewed_after_takeover() -> datetime | None:
+            at = node_lease_renewed(control_plane)
+            return at if at > micro_time(lease["acquireTime"]) else None
+
         renewed = wait_for(
-            lambda: (at := node_lease_renewed(control_plane)) > micro_time(lease["acquireTime"]) and at,
+            renewed_after_takeover,
             timeout=30,
             what="the new leader to renew the node lease",
         )

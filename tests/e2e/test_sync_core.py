@@ -311,7 +311,7 @@ def test_node_is_recreated_after_kubectl_delete_node(control_plane: Any, daemon:
 
     def recreated() -> bool:
         result = control_plane.kubectl("get", "node", NODE, "-o", "json", check=False)
-        return result.returncode == 0 and json.loads(result.stdout)["metadata"]["uid"] != old_uid
+        return result.returncode == 0 and bool(json.loads(result.stdout)["metadata"]["uid"] != old_uid)
 
     wait_for(recreated, timeout=90, what="node recreated")
     wait_for(lambda: node_ready(control_plane, NODE), timeout=60, what="recreated node Ready")

@@ -11,6 +11,7 @@ headers whose span must be the child of the span id the test sent.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -118,6 +119,10 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _exited_or_answering(server: Jaeger) -> bool:
+    return server.process.poll() is not None or server.api("/api/services") is not None
+
+
 def _start_jaeger(binary: Path, host: str, work_dir: Path, log_path: Path) -> Jaeger:
     ports = {
         "query": free_port(),
@@ -153,12 +158,9 @@ def jaeger(
     # (it happened in CI), so a start that loses that race is retried with new ports.
     for attempt in range(3):
         server = _start_jaeger(binary, host, work_dir, log_path)
-        started = server  # bound per attempt for the condition below
         try:
             wait_for(
-                lambda started=started: (
-                    started.process.poll() is not None or started.api("/api/services") is not None
-                ),
+                functools.partial(_exited_or_answering, server),
                 timeout=60,
                 what=f"Jaeger's query API (log: {log_path})",
             )
@@ -352,7 +354,9 @@ def test_zpages_tracez_lists_reconcile_spans_with_counts(
         names = [create_pod_on(control_plane, namespace, node, "zp")["metadata"]["name"] for _ in range(3)]
         for name in names:
             wait_for(
-                lambda n=name: pod_ready(control_plane, namespace, n), timeout=30, what=f"pod {name} Running"
+                functools.partial(pod_ready, control_plane, namespace, name),
+                timeout=30,
+                what=f"pod {name} Running",
             )
 
         def rows() -> dict[str, Any] | None:

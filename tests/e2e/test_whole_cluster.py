@@ -437,5 +437,5 @@ def pod_condition(control_plane: Any, namespace: str, name: str, kind: str, reas
     pod = json.loads(control_plane.kubectl("get", f"pod/{name}", "-n", namespace, "-o", "json").stdout)
     for condition in pod.get("status", {}).get("conditions") or []:
         if condition["type"] == kind:
-            return condition.get("reason") == reason if reason else condition["status"] == "True"
+            return bool(condition.get("reason") == reason if reason else condition["status"] == "True")
     return False

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import pytest
 import yaml
@@ -219,7 +219,7 @@ class ProviderProcess:
         ]
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> ProviderProcess:
+    def start(self) -> Self:
         self.socket_path.unlink(missing_ok=True)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(

@@ -407,7 +407,7 @@ async def test_websocket_malformed_message_closes_with_protocol_error(server: Ku
 async def test_websocket_port_forward_echo(server: KubeletServer) -> None:
     url = f"http://127.0.0.1:{server.port}/portForward/ns/p?port=80&port=1"
     async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=["v4.channel.k8s.io"]) as ws:
-        prefixes = {}
+        prefixes: dict[int, int] = {}
         errors = b""
         reply = b""
         async with asyncio.timeout(DEADLINE):

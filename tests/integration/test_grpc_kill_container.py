@@ -72,7 +72,7 @@ async def test_a_bad_request_is_invalid_argument_and_never_reaches_the_provider(
     provider, server, _ = killable
     async with grpc.aio.insecure_channel(server.address) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as wire:
-            await pb_grpc.ProviderStub(channel).KillContainer(
+            await pb_grpc.ProviderStub(channel).KillContainer(  # type: ignore[no-untyped-call]
                 pb.KillContainerRequest(pod=pb.PodRef(namespace="ns", name="p", uid="u"), **request_fields),
                 timeout=5,
             )

@@ -14,6 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.fakes.cluster import FakeLeaseGateway, FakeNodeGateway
+from tests.helpers import close_stream
 from vkubelet.adapters.certs import issue, new_ca
 from vkubelet.adapters.grpc._generated import provider_pb2 as pb
 from vkubelet.adapters.grpc._generated import provider_pb2_grpc as pb_grpc
@@ -203,7 +204,7 @@ async def test_status_stream_and_reconnect_after_the_server_restarts() -> None:
         await client.create_pod(make_pod("u-2"))
         second = await asyncio.wait_for(anext(again), 5)
         assert second.ref.uid == "u-2"
-        await again.aclose()
+        await close_stream(again)
     finally:
         await client.close()
         await server.stop(0)
@@ -361,7 +362,7 @@ async def test_error_mapping_both_ways(raised: BaseException, expected: type[Dom
         # The wire code, seen by a plain gRPC client:
         async with grpc.aio.insecure_channel(server.address) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as wire:
-                await pb_grpc.ProviderStub(channel).Ping(pb.PingRequest(), timeout=5)
+                await pb_grpc.ProviderStub(channel).Ping(pb.PingRequest(), timeout=5)  # type: ignore[no-untyped-call]
             assert wire.value.code() == code
             assert str(raised) in (wire.value.details() or "")
         # ... and the domain class GrpcProvider turns it back into:
@@ -416,7 +417,7 @@ class RawServicer(pb_grpc.ProviderServicer):
 async def raw() -> AsyncIterator[tuple[RawServicer, GrpcProvider]]:
     server = grpc.aio.server()
     servicer = RawServicer()
-    pb_grpc.add_ProviderServicer_to_server(servicer, server)
+    pb_grpc.add_ProviderServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     client = await connected(f"127.0.0.1:{port}")
@@ -503,7 +504,7 @@ async def test_a_capacity_change_of_the_mock_crosses_the_node_status_stream() ->
         assert pushed.allocatable == {"cpu": "7", "memory": "7Gi", "pods": "10"}
         assert pushed.taints == (taint,)
         assert pushed.conditions == (condition,)
-        await stream.aclose()
+        await close_stream(stream)
     finally:
         await client.close()
         await server.stop(0)

@@ -80,7 +80,7 @@ async def test_native_volume_kinds_cross_describe(kinds: frozenset[str]) -> None
     try:
         assert client.native_volume_kinds() == kinds
         async with grpc.aio.insecure_channel(server.address) as channel:
-            response = await pb_grpc.ProviderStub(channel).Describe(pb.DescribeRequest(), timeout=5)
+            response = await pb_grpc.ProviderStub(channel).Describe(pb.DescribeRequest(), timeout=5)  # type: ignore[no-untyped-call]
         assert list(response.native_volume_kinds) == sorted(kinds)  # field 5, in a stable order
     finally:
         await client.close()
@@ -93,7 +93,7 @@ async def test_a_path_that_leaves_the_volume_is_refused_before_the_provider(path
     server = await start_server(provider, address="127.0.0.1:0", name="fake", version="1")
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
-            stub = pb_grpc.ProviderStub(channel)
+            stub = pb_grpc.ProviderStub(channel)  # type: ignore[no-untyped-call]
             request = pb.SetPodVolumesRequest(
                 pod=pb.PodRef(namespace="default", name="web", uid="uid-vol"),
                 volumes=pb.PodVolumes(

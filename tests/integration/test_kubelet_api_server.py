@@ -15,9 +15,9 @@ from vkubelet.adapters.kubeletapi.server import KubeletServer
 from vkubelet.adapters.kubeletapi.tls import ServerTls, TlsConfigError, server_tls
 from vkubelet.adapters.mock.provider import MockProvider
 from vkubelet.application.kubelet_api import KubeletApi
-from vkubelet.domain.errors import NotFound, NotSupported
+from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain.pod import Pod, PodRef
-from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
+from vkubelet.domain.provider import Capability, MetricFamily
 
 NODE = "vk-0"
 
@@ -39,33 +39,8 @@ class BareProvider:
     def __init__(self, pods: Sequence[Pod] = ()) -> None:
         self.pods = list(pods)
 
-    async def create_pod(self, pod: Pod) -> None:
-        self.pods.append(pod)
-
-    async def update_pod(self, pod: Pod) -> None:
-        pass
-
-    async def delete_pod(self, pod: Pod) -> None:
-        raise NotFound(str(pod.ref))
-
-    async def get_pod(self, ref: PodRef) -> Pod:
-        raise NotFound(str(ref))
-
-    async def get_pod_status(self, ref: PodRef) -> Mapping[str, Any]:
-        raise NotFound(str(ref))
-
     async def list_pods(self) -> Sequence[Pod]:
         return list(self.pods)
-
-    async def pod_status_updates(self) -> AsyncIterator[Pod]:
-        raise NotSupported("no status stream")
-        yield  # pragma: no cover - makes this an async generator
-
-    async def ping(self) -> None:
-        pass
-
-    async def node_template(self) -> NodeTemplate:
-        return NodeTemplate(capacity={"cpu": "1"})
 
     async def stats_summary(self) -> Mapping[str, Any]:
         raise AssertionError("must not be called without STATS_SUMMARY")
@@ -73,14 +48,25 @@ class BareProvider:
     async def metrics_resource(self) -> Sequence[MetricFamily]:
         raise AssertionError("must not be called without METRICS_RESOURCE")
 
+    def container_logs(self, ref: PodRef, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        raise AssertionError("must not be called without LOGS")
+
+    async def exec_in_container(
+        self, ref: PodRef, container: str, command: Sequence[str], io: StreamIO
+    ) -> int:
+        raise AssertionError("must not be called without EXEC")
+
+    async def attach_to_container(self, ref: PodRef, container: str, io: StreamIO) -> int:
+        raise AssertionError("must not be called without ATTACH")
+
+    async def port_forward(self, ref: PodRef, port: int, stream: ByteStream) -> None:
+        raise AssertionError("must not be called without PORT_FORWARD")
+
     def capabilities(self) -> frozenset[Capability]:
         return frozenset()
 
     def native_volume_kinds(self) -> frozenset[str]:
         return frozenset()
-
-    async def close(self) -> None:
-        pass
 
 
 class BrokenProvider(BareProvider):

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.clock import FakeClock
+from tests.helpers import close_stream
 from vkubelet.adapters.mock.config import (
     MockConfigError,
     MockNodeConfig,
@@ -213,7 +214,7 @@ async def test_node_stream_sends_the_current_template_then_each_change() -> None
     # The parts not named are kept as they were.
     assert pushed.addresses == (NodeAddress("InternalIP", "127.0.0.1"),)
     assert pushed.labels == {}
-    await stream.aclose()
+    await close_stream(stream)
 
 
 async def test_node_stream_gives_a_slow_reader_the_latest_template_to_every_reader(

@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.helpers import close_stream
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import parse_grpc_config
 
@@ -49,7 +50,7 @@ async def test_sighup_pushes_the_new_capacity_and_a_bad_config_keeps_the_old(tmp
         process.send_signal(signal.SIGHUP)
         grown = await asyncio.wait_for(anext(updates), 10)
         assert grown.capacity["cpu"] == "8" and grown.labels.get("size") == "big"
-        await updates.aclose()
+        await close_stream(updates)
     finally:
         await client.close()
         process.terminate()

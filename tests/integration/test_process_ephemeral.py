@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import close_stream
 from tests.integration.test_process_provider import FakeIO, container_status, eventually, make_pod
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.application.ports.streams import LogOptions, TerminalSize
@@ -171,7 +172,7 @@ async def test_with_a_target_it_sees_the_target_containers_mounts(
     await in_state(provider, pod, "running")
     logs = provider.container_logs(pod.ref, "dbg", LogOptions(follow=True))
     assert await asyncio.wait_for(anext(logs), DEADLINE) == b"shared\n"
-    await logs.aclose()
+    await close_stream(logs)
     io = FakeIO()  # exec into the debug container joins the same namespace
     assert await provider.exec_in_container(pod.ref, "dbg", ["cat", f"{mount}/f"], io) == 0
     assert bytes(io.out) == b"shared\n"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import close_stream
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import parse_grpc_config
 from vkubelet.adapters.process.procfs import processes_with_env, tree_usage
@@ -290,7 +291,7 @@ async def test_follow_delivers_a_line_written_after_it_started(provider: Process
     assert await asyncio.wait_for(anext(stream), DEADLINE) == b"got later\n"
     await eventually(lambda: _true(b"got later\n" in io.out), "attach output")
     attach.cancel()
-    await stream.aclose()
+    await close_stream(stream)
 
 
 async def _true(value: bool) -> bool:

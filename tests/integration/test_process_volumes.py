@@ -260,7 +260,7 @@ async def test_exec_runs_in_the_container_mount_namespace(provider: ProcessProvi
     await provider.create_pod(done, PodVolumes(files=(config_volume(),)))
 
     async def succeeded() -> bool:
-        return (await provider.get_pod_status(done.ref))["phase"] == "Succeeded"
+        return bool((await provider.get_pod_status(done.ref))["phase"] == "Succeeded")
 
     await eventually(succeeded, "the short pod to succeed")
     with pytest.raises(InvalidInput, match="not running"):

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -206,7 +206,7 @@ def test_reserved_tags_are_rejected() -> None:
 
 # -- request middleware -------------------------------------------------------------------------------
 @pytest.fixture
-async def traced_app() -> Iterator[tuple[str, InMemorySpanExporter]]:
+async def traced_app() -> AsyncIterator[tuple[str, InMemorySpanExporter]]:
     telemetry, memory = telemetry_with_memory("0")  # only propagated decisions record
 
     async def logs(request: web.Request) -> web.Response:

@@ -16,7 +16,14 @@ from vkubelet.domain.provider import Capability, MetricFamily, NodeTemplate
 from vkubelet.domain.volumes import PodVolumes
 
 
-class PodLifecycle(Protocol):
+class RunningPods(Protocol):
+    """The pods a provider runs."""
+
+    async def list_pods(self) -> Sequence[Pod]:
+        """Every pod the provider runs for this node."""
+
+
+class PodLifecycle(RunningPods, Protocol):
     """Runs pods. Keyed by pod UID, never by namespace/name alone.
 
     The pod handed in has its environment already resolved. It is immutable and may share
@@ -42,9 +49,6 @@ class PodLifecycle(Protocol):
 
     async def get_pod_status(self, ref: PodRef) -> Mapping[str, Any]:
         """The pod's current v1 PodStatus. Raises NotFound if the provider lost the pod."""
-
-    async def list_pods(self) -> Sequence[Pod]:
-        """Every pod the provider runs for this node."""
 
 
 class PodVolumeSink(Protocol):
@@ -145,6 +149,10 @@ class Stats(Protocol):
 
     async def metrics_resource(self) -> Sequence[MetricFamily]:
         """Node, pod and container CPU/memory usage with kubelet metric and label names."""
+
+
+class KubeletApiProvider(RunningPods, Stats, ContainerStreams, Capabilities, Protocol):
+    """What the kubelet API reads from a provider: its pods, their usage, the container streams."""
 
 
 class Provider(

@@ -12,6 +12,7 @@ import pytest
 from vkubelet.adapters.kubeletapi import spdy
 from vkubelet.adapters.kubeletapi.spdy import (
     DataFrame,
+    Frame,
     FrameParser,
     FrameWriter,
     GoAway,
@@ -80,7 +81,7 @@ def test_known_frame_bytes() -> None:
     )
 
 
-ALL_FRAMES = [
+ALL_FRAMES: list[Frame] = [
     DataFrame(1, b"payload"),
     DataFrame(3, b"", fin=True),
     SynStream(1, (("streamtype", "error"), ("port", "80")), associated_stream_id=0, priority=3),

@@ -106,11 +106,11 @@ def failure_of(resolution: VolumeResolution) -> VolumeFailure:
     return resolution.failure
 
 
-def config_map_volume(name: str = "cfg", cm: str = "app-config", **fields: Any) -> dict[str, Any]:
+def config_map_volume(name: str = "cfg", cm: str | None = "app-config", **fields: Any) -> dict[str, Any]:
     return {"name": name, "configMap": {"name": cm, **fields}}
 
 
-def secret_volume(name: str = "creds", secret: str = "db", **fields: Any) -> dict[str, Any]:
+def secret_volume(name: str = "creds", secret: str | None = "db", **fields: Any) -> dict[str, Any]:
     return {"name": name, "secret": {"secretName": secret, **fields}}
 
 
@@ -118,7 +118,8 @@ def downward_volume(*items: Mapping[str, Any], name: str = "info", **fields: Any
     return {"name": name, "downwardAPI": {"items": list(items), **fields}}
 
 
-def projected_volume(*sources: Mapping[str, Any], name: str = "all", **fields: Any) -> dict[str, Any]:
+# Sources are Any: the validation tests pass malformed ones on purpose.
+def projected_volume(*sources: Any, name: str = "all", **fields: Any) -> dict[str, Any]:
     return {"name": name, "projected": {"sources": list(sources), **fields}}
 
 
@@ -134,7 +135,9 @@ KUBE_API_ACCESS = projected_volume(
     name="kube-api-access-7xk2p",
     defaultMode=420,
 )
-ROOT_CA = {"kube-root-ca.crt": Found({"ca.crt": "-----BEGIN CERTIFICATE-----\n"})}
+ROOT_CA: dict[str, Lookup[Mapping[str, str | bytes]]] = {
+    "kube-root-ca.crt": Found({"ca.crt": "-----BEGIN CERTIFICATE-----\n"})
+}
 
 
 # -- required sources -----------------------------------------------------------------------
@@ -179,7 +182,7 @@ def test_required_sources_collects_objects_tokens_and_unsupported_volumes() -> N
         ({"serviceAccountName": "new", "serviceAccount": "old"}, "new"),
     ],
 )
-def test_required_sources_service_account(spec: dict[str, str], expected: str) -> None:
+def test_required_sources_service_account(spec: dict[str, Any], expected: str) -> None:
     assert required_volume_sources(make_pod(**spec)).service_account == expected
 
 
@@ -795,7 +798,7 @@ def user(uid: int | None, name: str = "c") -> dict[str, Any]:
 def test_token_mode_follows_fs_user_and_fs_group(
     security: dict[str, int] | None, containers: list[dict[str, Any]], token_mode: int, file_mode: int
 ) -> None:
-    spec = {} if security is None else {"securityContext": security}
+    spec: dict[str, Any] = {} if security is None else {"securityContext": security}
     pod = make_pod(TOKEN_ONLY, containers=containers, **spec)
     files = files_of(
         project(pod, config_maps={"cm": Found({"k": "v"})}, tokens={DEFAULT_TOKEN: Found("t")}), "all"
