@@ -14,40 +14,22 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import pytest
 import yaml
 
 from tests.e2e.network import TestNetwork
+from tests.helpers import wait_for as wait_for  # re-exported: the e2e tests import it from here
 
 REPO = Path(__file__).resolve().parents[2]
 # Written next to the kubeconfig by service_account_kubeconfig: the CA of the API server's
 # kubelet client certificate, which the daemon trusts through --client-ca-file.
 CLIENT_CA_NAME = "client-ca.crt"
 PROVIDER_SCRIPT = Path(sys.executable).with_name("vkubelet-process-provider")
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll ``condition`` until it returns something truthy; fail naming ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            result = condition()
-            if result:
-                return result
-        except Exception as error:  # the condition may race with object creation
-            last_error = error
-        if time.monotonic() > deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
-        time.sleep(interval)
 
 
 def leftovers(markers: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from tests.fakes.cluster import FakeLeaseGateway, FakeNodeGateway
-from tests.helpers import close_stream
+from tests.helpers import close_stream, eventually
 from vkubelet.adapters.certs import issue, new_ca
 from vkubelet.adapters.grpc._generated import provider_pb2 as pb
 from vkubelet.adapters.grpc._generated import provider_pb2_grpc as pb_grpc
@@ -48,14 +48,6 @@ def make_pod(uid: str = "uid-1", name: str = "web") -> Pod:
             "spec": {"containers": [{"name": "c", "image": "busybox"}]},
         }
     )
-
-
-async def wait_for(predicate: Any, *, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def connected(address: str, **extra: Any) -> GrpcProvider:
@@ -567,7 +559,7 @@ async def test_node_controller_follows_the_mock_over_grpc_and_across_a_restart()
 
         taint = Taint("example.com/gpu", "true", "NoSchedule")
         mock.update_node(capacity={"cpu": "8", "memory": "8Gi", "pods": "10"}, taints=[taint])
-        await wait_for(lambda: capacity_cpu() == "8", seconds=5)
+        await eventually(lambda: capacity_cpu() == "8", "capacity cpu 8", within=5)
         assert taint.to_manifest() in nodes.node("vk-grpc")["spec"]["taints"]
 
         # The provider restarts knowing a bigger node; nothing is pushed about it.
@@ -576,7 +568,7 @@ async def test_node_controller_follows_the_mock_over_grpc_and_across_a_restart()
             MockProvider(node_name="vk-grpc", config=MockNodeConfig(cpu="16", memory="8Gi", pods="10")),
             address=f"127.0.0.1:{port}",
         )
-        await wait_for(lambda: capacity_cpu() == "16", seconds=15)
+        await eventually(lambda: capacity_cpu() == "16", "capacity cpu 16", within=15)
         assert not running.done()
     finally:
         await controller.stop()

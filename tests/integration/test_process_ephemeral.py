@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import close_stream
-from tests.integration.test_process_provider import FakeIO, container_status, eventually, make_pod
+from tests.helpers import close_stream, eventually
+from tests.integration.test_process_provider import FakeIO, container_status, make_pod
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.application.ports.streams import LogOptions, TerminalSize
 from vkubelet.domain.pod import Pod

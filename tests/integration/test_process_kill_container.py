@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_process_provider import container_status, eventually, logs, make_pod, shell
+from tests.helpers import eventually
+from tests.integration.test_process_provider import container_status, logs, make_pod, shell
 from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.conformance import Outcome, run_conformance

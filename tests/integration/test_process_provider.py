@@ -9,14 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import close_stream
+from tests.helpers import close_stream, eventually
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import parse_grpc_config
 from vkubelet.adapters.process.procfs import processes_with_env, tree_usage
@@ -63,17 +63,6 @@ async def provider(tmp_path: Path) -> AsyncIterator[ProcessProvider]:
     )
     yield made
     await made.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def container_status(pod_status: Any, name: str = "app") -> dict[str, Any]:

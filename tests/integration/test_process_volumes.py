@@ -15,12 +15,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.helpers import eventually
 from tests.integration.test_grpc_provider import connected
 from tests.integration.test_process_provider import FakeIO, container_status, make_pod, shell
 from vkubelet.adapters.grpc.server import start_server
@@ -74,18 +75,6 @@ def mountinfo_lines(point: Path) -> list[str]:
     """This process's mountinfo lines for mount point ``point``."""
     with open("/proc/self/mountinfo") as mountinfo:
         return [line for line in mountinfo if line.split(" ")[4] == str(point.resolve())]
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, *, deadline: float = DEADLINE) -> Any:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while True:
-        result = await check()
-        if result:
-            return result
-        if loop.time() > end:
-            raise AssertionError(f"timed out ({deadline:g}s) waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def output(provider: ProcessProvider, pod: Pod, container: str = "app") -> bytes:
@@ -307,7 +296,9 @@ async def test_update_volumes_swaps_the_contents_under_a_running_process(
     async def seen() -> bool:
         return b"seen v2\n" in await output(provider, pod)
 
-    await eventually(seen, "the running process to read v2", deadline=1.0 - (loop.time() - started))
+    await eventually(
+        seen, "the running process to read v2", within=1.0 - (loop.time() - started), interval=0.01
+    )
     after = os.readlink(volume / "..data")
     assert after != before and (volume / after).is_dir()
     assert not (volume / before).exists()  # the old version is gone
