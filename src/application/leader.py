@@ -29,9 +29,9 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from vkubelet.application.node_controller import call_with_timeout
 from vkubelet.application.ports.cluster import Lease, LeaseGateway
 from vkubelet.application.ports.runtime import Clock
+from vkubelet.application.waiting import call_with_timeout
 from vkubelet.domain.errors import Conflict, DomainError, NotFound
 from vkubelet.domain.leader import (
     ElectionTiming,

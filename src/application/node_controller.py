@@ -66,6 +66,7 @@ from vkubelet.application.ports.cluster import (
 from vkubelet.application.ports.provider import NodeProvider
 from vkubelet.application.ports.runtime import Clock, Tracer
 from vkubelet.application.tracing import NullTracer
+from vkubelet.application.waiting import call_with_timeout, consume_outcome, finish_within, retry_until_done
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import Conflict, InvalidInput, NotFound, Transient, classify
 from vkubelet.domain.lease import LeaseTiming, is_expired, lease_backoff, next_renewal
@@ -218,19 +219,14 @@ class NodeController:
         )
 
     async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        failures = 0
-        while True:
-            try:
-                return await attempt()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                if not _retryable(error):
-                    raise
-                failures += 1
-                delay = self._settings.retry.delay(failures)
-                log.warning("%s failed (attempt %d, retrying in %.1f s): %s", what, failures, delay, error)
-                await self._clock.sleep(delay)
+        return await retry_until_done(
+            attempt,
+            clock=self._clock,
+            backoff=self._settings.retry,
+            what=what,
+            retryable=_retryable,
+            log=log,
+        )
 
     async def _register_once(self) -> Mapping[str, Any]:
         # After a long API outage the first ping result is stale; do not register as NotReady
@@ -355,9 +351,9 @@ class NodeController:
             call = self._ping_call
             if call is None or call.done():
                 call = self._ping_call = asyncio.ensure_future(self._provider.ping())
-                call.add_done_callback(_consume_outcome)
+                call.add_done_callback(consume_outcome)
             timeout = self._settings.ping_timeout
-            finished = await _finish_within(self._clock, call, seconds=timeout)
+            finished = await finish_within(self._clock, call, seconds=timeout)
             now = self._clock.monotonic()
             if not finished:
                 # Ask the call to stop; a provider that ignores this keeps it in flight, and the
@@ -410,7 +406,7 @@ class NodeController:
             return
         waiter = asyncio.ensure_future(self._status_wakeup.wait())
         try:
-            await _finish_within(self._clock, waiter, seconds=seconds)
+            await finish_within(self._clock, waiter, seconds=seconds)
         finally:
             waiter.cancel()
 
@@ -623,47 +619,6 @@ class NodeController:
         )
 
 
-async def _finish_within(clock: Clock, future: asyncio.Future[Any], *, seconds: float) -> bool:
-    """Wait until ``future`` is done or ``seconds`` of clock time pass; True if done.
-
-    Never cancels ``future``. Built on ``clock.sleep`` rather than ``asyncio.timeout`` so fake
-    clocks drive it.
-    """
-    if future.done():
-        return True
-    timer = asyncio.ensure_future(clock.sleep(seconds))
-    try:
-        await asyncio.wait({future, timer}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        timer.cancel()
-    return future.done()
-
-
-async def call_with_timeout(clock: Clock, call: Awaitable[T], *, seconds: float) -> T:
-    """Await ``call`` for at most ``seconds`` of clock time.
-
-    Raises Transient when time runs out, after cancelling the call; cancelling the caller
-    cancels the call too.
-    """
-    task = asyncio.ensure_future(call)
-    try:
-        finished = await _finish_within(clock, task, seconds=seconds)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    if not finished:
-        task.cancel()
-        task.add_done_callback(_consume_outcome)
-        raise Transient(f"no answer within {seconds:g} s")
-    return task.result()
-
-
-def _consume_outcome(future: asyncio.Future[Any]) -> None:
-    """Mark an abandoned call's exception as seen (it was already reported as a timeout)."""
-    if not future.cancelled():
-        future.exception()
-
-
 def _spec_fields(template: NodeTemplate) -> tuple[object, ...]:
     """What of a template ends up in the node's metadata and spec rather than its status."""
     return (
@@ -685,4 +640,4 @@ def _describe(state: ReadyState) -> str:
     return "Ready" if state.ready else f"NotReady ({state.reason}: {state.message})"
 
 
-__all__ = ["NodeController", "NodeControllerSettings", "call_with_timeout"]
+__all__ = ["NodeController", "NodeControllerSettings"]

@@ -44,7 +44,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from vkubelet.application.environment import EnvironmentResolver
 from vkubelet.application.ports.cluster import (
@@ -61,6 +61,7 @@ from vkubelet.application.ports.runtime import Clock, Tracer
 from vkubelet.application.probes import ProbeManager
 from vkubelet.application.tracing import NullTracer
 from vkubelet.application.volumes import VolumeResolver
+from vkubelet.application.waiting import retry_until_done
 from vkubelet.application.workqueue import KeyedWorkQueue
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import (
@@ -88,6 +89,7 @@ from vkubelet.domain.sync import (
 from vkubelet.domain.volumes import dropped_volume_events
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VOLUME_REFRESH_PERIOD = 2.0  # seconds between checks of running pods' volume contents
 
@@ -217,15 +219,7 @@ class PodController:
     # -- API feed ---------------------------------------------------------------------------
     async def _relist(self) -> str:
         """List the node's pods (retrying transient errors) and enqueue what changed."""
-        failures = 0
-        while True:
-            try:
-                pods, resource_version = await self._pods.list_node_pods()
-                break
-            except DomainError as error:
-                failures += 1
-                log.warning("listing pods failed (attempt %d): %s", failures, error)
-                await self._clock.sleep(self._settings.watch_retry.delay(failures))
+        pods, resource_version = await self._retrying("listing pods", self._pods.list_node_pods)
         listed = {pod.ref.uid: pod for pod in pods}
         for uid in set(self._api) - set(listed):  # deleted while we were not watching
             del self._api[uid]
@@ -234,6 +228,17 @@ class PodController:
             self._api[uid] = pod
             self._queue.add(uid)
         return resource_version
+
+    async def _retrying(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt`` until it succeeds; domain errors are retried with the watch back-off."""
+        return await retry_until_done(
+            attempt,
+            clock=self._clock,
+            backoff=self._settings.watch_retry,
+            what=what,
+            retryable=lambda error: isinstance(error, DomainError),
+            log=log,
+        )
 
     async def _watch(self, resource_version: str) -> None:
         failures = 0
@@ -268,15 +273,7 @@ class PodController:
     # -- provider feed ----------------------------------------------------------------------
     async def _adopt_provider_pods(self) -> None:
         """Learn what the provider already runs (a restart must not create pods twice)."""
-        failures = 0
-        while True:
-            try:
-                pods = await self._provider.list_pods()
-                break
-            except DomainError as error:
-                failures += 1
-                log.warning("listing provider pods failed (attempt %d): %s", failures, error)
-                await self._clock.sleep(self._settings.watch_retry.delay(failures))
+        pods = await self._retrying("listing provider pods", self._provider.list_pods)
         now = self._clock.monotonic()
         for pod in pods:
             uid = pod.ref.uid
