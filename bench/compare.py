@@ -747,6 +747,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def uptime() -> str:
+    """The machine's load, as ``uptime`` prints it."""
+    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+
+
+def start_run(work_dir: Path | None, out: Path | None, *, prefix: str) -> tuple[Path, Path]:
+    """The run's work dir (a new temp dir unless given) and results file, logged with the
+    machine and its load, so every benchmark's log starts with what it ran on."""
+    work_dir = work_dir or Path(tempfile.mkdtemp(prefix=prefix))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out = out or work_dir / "results.jsonl"
+    log(f"work dir {work_dir}; results {out}")
+    log(machine().replace("\n", " | "))
+    log(f"at start: {uptime()}")
+    return work_dir, out
+
+
+def report_failures(results: Sequence[dict[str, Any]], describe: Callable[[dict[str, Any]], str]) -> int:
+    """Print each failed run, named by ``describe``; the exit code (1 if any run failed)."""
+    errors = [r for r in results if "error" in r]
+    for r in errors:
+        print(f"\nrun failed: {describe(r)}: {r['error']}")
+    return 1 if errors else 0
+
+
 @contextlib.contextmanager
 def local_cluster() -> Iterator[LocalCluster]:
     cluster = LocalCluster()
@@ -762,9 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(args.impls) - set(IMPLEMENTATIONS)
     if unknown:
         raise SystemExit(f"unknown implementation(s): {', '.join(sorted(unknown))}")
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="vkubelet-bench-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out or work_dir / "results.jsonl"
+    work_dir, out = start_run(args.work_dir, args.out, prefix="vkubelet-bench-")
     go_binary = args.go_binary
     if go_binary is None and "go" in args.impls:
         go_binary = BinaryCache().ensure("upstream-vk")["virtual-kubelet"]
@@ -778,16 +801,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         py_spy=args.py_spy,
         vkubelet_path=args.vkubelet_path,
     )
-    log(f"work dir {work_dir}; results {out}")
-    log(machine().replace("\n", " | "))
     with local_cluster() as cluster:
         results = asyncio.run(bench(args, cluster, settings, out))
     print(f"## N={args.pods}, rounds={args.rounds} (medians; ratio = implementation / go)\n")
     print(summarize(results, args.impls))
-    errors = [r for r in results if "error" in r]
-    for r in errors:
-        print(f"\nrun failed: {r['impl']} round {r['round']}: {r['error']}")
-    return 1 if errors else 0
+    return report_failures(results, lambda r: f"{r['impl']} round {r['round']}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +41,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # The API client, the pod watch and the machine description are compare.py's: one definition of
 # "pods Running" for every benchmark in this directory.
-from compare import Api, PodWatch, cpu_seconds, create_pods, free_port, local_cluster, log, machine
+from compare import (
+    Api,
+    PodWatch,
+    cpu_seconds,
+    create_pods,
+    free_port,
+    local_cluster,
+    log,
+    report_failures,
+    start_run,
+)
 
 from vkubelet.adapters.localcluster.cluster import LocalCluster
 
@@ -302,9 +311,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="vkubelet-bench-grpc-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out or work_dir / "results.jsonl"
+    work_dir, out = start_run(args.work_dir, args.out, prefix="vkubelet-bench-grpc-")
     options = Options(
         pods=args.pods,
         create_concurrency=args.create_concurrency,
@@ -314,16 +321,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=args.timeout,
         work_dir=work_dir,
     )
-    log(f"work dir {work_dir}; results {out}")
-    log(machine().replace("\n", " | "))
     with local_cluster() as cluster:
         results = asyncio.run(bench(args, cluster, options, out))
     print(f"## N={args.pods}, rounds={args.rounds} (medians; ratio = grpc / inprocess)\n")
     print(summarize(results))
-    errors = [r for r in results if "error" in r]
-    for r in errors:
-        print(f"\nrun failed: {r['mode']} round {r['round']}: {r['error']}")
-    return 1 if errors else 0
+    return report_failures(results, lambda r: f"{r['mode']} round {r['round']}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,8 +62,11 @@ from compare import (
     machine,
     memory_kib,
     order,
+    report_failures,
     start_daemon,
+    start_run,
     summarize,
+    uptime,
     wait_node_ready,
 )
 
@@ -246,10 +248,6 @@ async def run_once(
     return result
 
 
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-
-
 async def bench(args: argparse.Namespace, ctx: Context, out: Path) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
 
@@ -317,9 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(args.impls) - set(IMPLEMENTATIONS)
     if unknown:
         raise SystemExit(f"unknown implementation(s): {', '.join(sorted(unknown))}")
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="vkubelet-kwok-bench-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out or work_dir / "results.jsonl"
+    before = uptime()
+    host = machine()
+    work_dir, out = start_run(args.work_dir, args.out, prefix="vkubelet-kwok-bench-")
     kwok_binary = kwok_path = kwok_par_path = None
     if {"kwok", "kwok-par"} & set(args.impls):
         kwok_binary = args.kwok_binary or BinaryCache().ensure("kwok")["kwok"]
@@ -337,11 +335,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         py_spy="",
         vkubelet_path=None,
     )
-    before = uptime()
-    host = machine()
-    log(f"work dir {work_dir}; results {out}")
-    log(host.replace("\n", " | "))
-    log(f"before: {before}")
     with local_cluster() as cluster:
         ctx = Context(cluster, vk, work_dir, kwok_binary, kwok_path, kwok_par_path)
         results = asyncio.run(bench(args, ctx, out))
@@ -356,10 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"## N={pods}, rounds={args.rounds} (medians; ratio = implementation / zero)\n")
         rows = [r for r in results if r.get("pods") == pods]
         print(summarize(rows, args.impls, baseline="zero", metrics=METRICS) + "\n")
-    errors = [r for r in results if "error" in r]
-    for r in errors:
-        print(f"\nrun failed: {r['impl']} round {r['round']} N={r['pods']}: {r['error']}")
-    return 1 if errors else 0
+    return report_failures(results, lambda r: f"{r['impl']} round {r['round']} N={r['pods']}")
 
 
 if __name__ == "__main__":

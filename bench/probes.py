@@ -42,9 +42,7 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,9 +59,10 @@ from compare import (
     free_port,
     local_cluster,
     log,
-    machine,
     memory_kib,
     pod_ready,
+    report_failures,
+    start_run,
 )
 from grpc_vs_inprocess import Stack, _spawn, wait_node_ready
 from volumes import ResumingPodWatch, delta, post_all, request_counts
@@ -358,9 +357,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="vkubelet-bench-probes-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out or work_dir / "results.jsonl"
+    work_dir, out = start_run(args.work_dir, args.out, prefix="vkubelet-bench-probes-")
     options = Options(
         pods=args.pods,
         exec_pods=args.exec_pods or args.pods,
@@ -370,10 +367,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=args.timeout,
         work_dir=work_dir,
     )
-    log(f"work dir {work_dir}; results {out}")
-    log(machine().replace("\n", " | "))
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    log(f"at start: {uptime}")
     started = time.monotonic()
     with local_cluster() as cluster:
         results = asyncio.run(bench(args, cluster, options, out))
@@ -383,10 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "exec" in args.kinds and options.exec_pods != options.pods:
         print(f"(exec spawns a process per probe: it ran with {options.exec_pods} pods, not {args.pods})\n")
     print(summarize(results, args.kinds))
-    errors = [r for r in results if "error" in r]
-    for r in errors:
-        print(f"\nrun failed: {r['kind']} round {r['round']}: {r['error']}")
-    return 1 if errors else 0
+    return report_failures(results, lambda r: f"{r['kind']} round {r['round']}")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,7 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -67,9 +65,10 @@ from compare import (
     free_port,
     local_cluster,
     log,
-    machine,
     memory_kib,
     pod_ready,
+    report_failures,
+    start_run,
 )
 from grpc_vs_inprocess import Stack, _spawn, wait_node_ready
 
@@ -506,9 +505,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="vkubelet-bench-volumes-"))
-    work_dir.mkdir(parents=True, exist_ok=True)
-    out = args.out or work_dir / "results.jsonl"
+    work_dir, out = start_run(args.work_dir, args.out, prefix="vkubelet-bench-volumes-")
     options = Options(
         pods=args.pods,
         create_concurrency=args.create_concurrency,
@@ -517,20 +514,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=args.timeout,
         work_dir=work_dir,
     )
-    log(f"work dir {work_dir}; results {out}")
-    log(machine().replace("\n", " | "))
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    log(f"at start: {uptime}")
     started = time.monotonic()
     with local_cluster() as cluster:
         results = asyncio.run(bench(args, cluster, options, out))
     log(f"took {time.monotonic() - started:.0f}s")
     print(f"## N={args.pods}, rounds={args.rounds} (medians, each run in parentheses)\n")
     print(summarize(results, args.limits))
-    errors = [r for r in results if "error" in r]
-    for r in errors:
-        print(f"\nrun failed: {r['kind']} {r['limit']} round {r['round']}: {r['error']}")
-    return 1 if errors else 0
+    return report_failures(results, lambda r: f"{r['kind']} {r['limit']} round {r['round']}")
 
 
 if __name__ == "__main__":
