@@ -9,7 +9,6 @@ byte for byte.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -18,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_whole_cluster import apply, is_ready, pod_spec
-from tests.e2e.vkubelet_process import VkubeletProcess, process_provider_daemon, scratch_namespace, wait_for
+from tests.e2e.pods import namespace_with_ready_pod
+from tests.e2e.vkubelet_process import VkubeletProcess, process_provider_daemon
 
 NODE = "vk-e2e-cp"
 POD = "box"
@@ -30,23 +29,7 @@ daemon = process_provider_daemon(NODE, {"cpu": "2", "memory": "4Gi", "pods": "10
 
 @pytest.fixture
 def namespace(control_plane: Any, daemon: VkubeletProcess) -> Iterator[str]:
-    with scratch_namespace(control_plane, "cp") as name:
-        apply(
-            control_plane,
-            name,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": POD},
-                "spec": pod_spec(NODE, ["sleep", "3600"]),
-            },
-        )
-
-        def ready() -> bool:
-            found = json.loads(control_plane.kubectl("get", f"pod/{POD}", "-n", name, "-o", "json").stdout)
-            return is_ready(found)
-
-        wait_for(ready, timeout=60, what=f"pod {POD} Ready")
+    with namespace_with_ready_pod(control_plane, prefix="cp", node=NODE, pod=POD) as name:
         yield name
 
 

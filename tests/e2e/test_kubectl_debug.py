@@ -25,8 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_whole_cluster import apply, is_ready, pod_spec
-from tests.e2e.vkubelet_process import VkubeletProcess, process_provider_daemon, scratch_namespace, wait_for
+from tests.e2e.pods import namespace_with_ready_pod
+from tests.e2e.test_whole_cluster import is_ready
+from tests.e2e.vkubelet_process import VkubeletProcess, process_provider_daemon, wait_for
 
 NODE = "vk-e2e-debug"
 POD = "box"
@@ -38,18 +39,7 @@ daemon = process_provider_daemon(NODE, {"cpu": "2", "memory": "4Gi", "pods": "10
 
 @pytest.fixture
 def namespace(control_plane: Any, daemon: VkubeletProcess) -> Iterator[str]:
-    with scratch_namespace(control_plane, "debug") as name:
-        apply(
-            control_plane,
-            name,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": POD},
-                "spec": pod_spec(NODE, ["sleep", "3600"]),
-            },
-        )
-        wait_for(lambda: is_ready(pod_json(control_plane, name)), timeout=60, what=f"pod {POD} Ready")
+    with namespace_with_ready_pod(control_plane, prefix="debug", node=NODE, pod=POD) as name:
         yield name
 
 
