@@ -40,6 +40,7 @@ from vkubelet.adapters.process.provider import ProcessProvider
 from vkubelet.adapters.system import SystemClock
 from vkubelet.adapters.telemetry import NodeIdentity, Telemetry
 from vkubelet.adapters.telemetry.exporters import DEFAULT_REGISTRY
+from vkubelet.application.connection import AlwaysConnected
 from vkubelet.application.environment import EnvironmentResolver
 from vkubelet.application.fencing import (
     FencedEventRecorder,
@@ -201,6 +202,13 @@ class Backends(containers.DeclarativeContainer):
         grpc=providers.Singleton(
             GrpcProvider, providers.Callable(load_grpc_config, _setting(settings, "node.provider_config"))
         ),
+    )
+    # Its lifecycle (ProviderConnection): only the gRPC provider has a link to wait for and lose.
+    provider_connection = providers.Selector(
+        _setting(settings, "node.provider"),
+        mock=providers.Singleton(AlwaysConnected),
+        process=providers.Singleton(AlwaysConnected),
+        grpc=pod_provider,
     )
 
 

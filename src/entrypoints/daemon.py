@@ -29,6 +29,7 @@ from vkubelet.adapters.kubernetes.client import KubeClient
 from vkubelet.application.leader import LeaderElector
 from vkubelet.application.node_controller import NodeController
 from vkubelet.application.pod_controller import PodController
+from vkubelet.application.ports.provider import ProviderConnection
 from vkubelet.application.settings import Settings
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import DomainError, Transient
@@ -69,7 +70,8 @@ async def _run(container: Application, settings: Settings, stop: asyncio.Event) 
 async def _run_traced(container: Application, settings: Settings, stop: asyncio.Event) -> int:
     # Building the provider validates its config: fail before touching the cluster.
     provider = container.backends.pod_provider()
-    if not await _connect(provider, stop):
+    connection: ProviderConnection = container.backends.provider_connection()
+    if not await _connect(connection, stop):
         return 0
     client = container.kube.client()
     wait = settings.controller.startup_timeout or API_SERVER_WAIT_SECONDS
@@ -86,9 +88,7 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
     sync_gate: asyncio.Event | None = container.pod_sync_gate()
     # An out-of-process provider that comes back after a restart may have lost or kept pods:
     # reconcile at once instead of waiting for the next full-resync period.
-    reconnect_hooks = getattr(provider, "on_reconnect", None)
-    if isinstance(reconnect_hooks, list):
-        reconnect_hooks.append(pod_controller.reconcile)
+    connection.add_reconnect_hook(pod_controller.reconcile)
     tasks: list[asyncio.Task[None]] = []
     node_controller: NodeController | None = None
     lost = False
@@ -144,16 +144,13 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
             await container.kube.election_client().close()
 
 
-async def _connect(provider: object, stop: asyncio.Event) -> bool:
+async def _connect(connection: ProviderConnection, stop: asyncio.Event) -> bool:
     """Wait for an out-of-process provider to answer its first Describe (retrying while it is
     still starting). False when a signal arrived first."""
-    connect = getattr(provider, "connect", None)
-    if connect is None:
-        return True
     attempt = 0
     while not stop.is_set():
         try:
-            await connect()
+            await connection.connect()
             return True
         except Transient as error:
             attempt += 1

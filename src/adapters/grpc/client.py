@@ -351,6 +351,10 @@ class GrpcProvider:
         return convert.families_from_proto(response.families)
 
     # -- capabilities and lifecycle ---------------------------------------------------------
+    def add_reconnect_hook(self, hook: ReconnectHook) -> None:
+        """ProviderConnection: ``hook`` runs each time the channel comes back."""
+        self.on_reconnect.append(hook)
+
     def capabilities(self) -> frozenset[Capability]:
         self._describe_cached()
         assert self._capabilities is not None

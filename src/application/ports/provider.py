@@ -7,7 +7,7 @@ by ``Provider.capabilities()``. Every method may raise the domain errors of
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from vkubelet.application.ports.streams import ContainerStreams
@@ -120,7 +120,14 @@ class Capabilities(Protocol):
     """Which optional parts of the contract a provider implements."""
 
     def capabilities(self) -> frozenset[Capability]:
-        """The optional parts this provider implements. Constant for its lifetime."""
+        """The optional parts this provider implements.
+
+        Constant while the connection to the provider lasts; they may change only when a
+        :class:`ProviderConnection` comes back (a new provider version behind the same
+        address). The kubelet API and the node controller read them at each use; the pod
+        controller reads them once, at start (status stream or polling, probes, kill), so
+        such a change reaches it only with a vkubelet restart (the gRPC client warns).
+        """
         ...
 
     def native_volume_kinds(self) -> frozenset[str]:
@@ -133,6 +140,21 @@ class Capabilities(Protocol):
         resolve (or, without VOLUMES, any other volume at all) gets an UnsupportedVolume event.
         Empty for a provider that mounts only what vkubelet resolves.
         """
+        ...
+
+
+class ProviderConnection(Protocol):
+    """The link to a provider that runs elsewhere (the gRPC provider). An in-process provider
+    has no link to wait for or lose: it is wired with ``AlwaysConnected``."""
+
+    async def connect(self) -> None:
+        """Return once the provider has answered; raise Transient while it cannot be reached
+        yet (the caller retries with back-off)."""
+        ...
+
+    def add_reconnect_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` each time the link comes back after a break: the provider may have lost
+        or kept pods meanwhile, and status changes made while away were never reported."""
         ...
 
 
