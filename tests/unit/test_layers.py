@@ -75,6 +75,11 @@ def test_the_unmodified_copy_keeps_every_contract(copy_tree: Path) -> None:
         ("domain/pod.py", f"import {COPY}.adapters", "Layers: entrypoints > adapters > application > domain"),
         ("application/__init__.py", "import aiohttp", "The application layer imports no technology"),
         ("application/__init__.py", f"import {COPY}.entrypoints", "Layers: entrypoints > adapters"),
+        (
+            "application/pod_controller.py",
+            f"from {COPY}.application import conformance",
+            "Only the entrypoints and adapters import the conformance kit",
+        ),
     ],
 )
 def test_an_injected_forbidden_import_breaks_a_contract(

@@ -66,12 +66,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from vkubelet.adapters import stats
 from vkubelet.adapters.mock.config import MockNodeConfig
-from vkubelet.adapters.stats import ContainerUsage, PodUsage
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
+from vkubelet.domain import stats
 from vkubelet.domain.errors import InvalidInput, NotFound, NotSupported, Permanent
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time, parse_time
 from vkubelet.domain.provider import (
@@ -82,6 +81,7 @@ from vkubelet.domain.provider import (
     NodeTemplate,
     Taint,
 )
+from vkubelet.domain.stats import ContainerUsage, PodUsage
 from vkubelet.domain.volumes import PodVolumes
 
 log = logging.getLogger(__name__)

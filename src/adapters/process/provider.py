@@ -54,12 +54,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vkubelet.adapters import stats
 from vkubelet.adapters.mock.config import host_architecture
 from vkubelet.adapters.process import ephemeral, procfs
 from vkubelet.adapters.process.logs import LogWriter, read_log, remove_quietly
 from vkubelet.adapters.process.spawn import Pty, mount_namespace_problem, resolvable, signal_tree, spawn
-from vkubelet.adapters.process.status import exit_code, final_phase, pod_phase, terminated_reason
 from vkubelet.adapters.process.volumes import (
     MEMORY,
     VolumeMount,
@@ -72,6 +70,8 @@ from vkubelet.adapters.process.volumes import (
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
+from vkubelet.domain import stats
+from vkubelet.domain.container_status import exit_code, final_phase, pod_phase, terminated_reason
 from vkubelet.domain.env import expand
 from vkubelet.domain.errors import InvalidInput, NotFound, Permanent, Transient
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time
