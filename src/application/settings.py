@@ -108,6 +108,11 @@ class ServerSettings:
     authentication_token_webhook_cache_ttl: float = 120.0
     authorization_webhook_cache_authorized_ttl: float = 300.0
     authorization_webhook_cache_unauthorized_ttl: float = 30.0
+    # --rotate-server-certificates: the serving certificate comes from a kubernetes.io/kubelet-serving
+    # CertificateSigningRequest (self-signed until it is issued), renewed before it expires.
+    rotate_server_certificates: bool = False
+    # --serving-certificate-self-approve: approve that CSR ourselves, after checking it is ours.
+    serving_certificate_self_approve: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,8 @@ _BOOL_FLAGS = frozenset(
         "local-control-plane",
         "enable-node-lease",
         "leader-elect",
+        "rotate-server-certificates",
+        "serving-certificate-self-approve",
     }
 )
 _TRUE_WORDS = frozenset({"1", "t", "T", "true", "TRUE", "True"})
@@ -421,6 +423,16 @@ def _build_parser() -> _Parser:
         "CA for client certificates (default: $APISERVER_CA_CERT_LOCATION)",
         metavar="PATH",
     )
+    boolean(
+        "--rotate-server-certificates",
+        "get the serving certificate from a kubernetes.io/kubelet-serving CertificateSigningRequest "
+        "and renew it before it expires; self-signed until it is issued (default false)",
+    )
+    boolean(
+        "--serving-certificate-self-approve",
+        "with --rotate-server-certificates: approve the node's own CSR after checking its subject, "
+        "usages and SANs (default false: an admin or an approver approves it)",
+    )
     boolean("--anonymous-auth", "serve requests without credentials (default false)")
     boolean("--authentication-token-webhook", "verify bearer tokens with TokenReview (default false)")
     value(
@@ -678,6 +690,16 @@ def _server(ns: argparse.Namespace, environ: Mapping[str, str], warnings: list[s
             else (key_source, "--tls-cert-file or APISERVER_CERT_LOCATION")
         )
         raise CliError(f"{given} {cert or key!r} is set but {missing} is not: a certificate needs its key")
+    rotate = _bool("--rotate-server-certificates", ns.rotate_server_certificates)
+    self_approve = _bool("--serving-certificate-self-approve", ns.serving_certificate_self_approve)
+    if self_approve and not rotate:
+        raise CliError("--serving-certificate-self-approve needs --rotate-server-certificates")
+    if rotate and cert:
+        # Two sources of one certificate: which one is served would be a surprise.
+        raise CliError(
+            f"--rotate-server-certificates and {cert_source} {cert!r} are mutually exclusive: the "
+            "serving certificate comes either from a file or from a CertificateSigningRequest"
+        )
     ca, _ = _first(
         ("--client-ca-file", ns.client_ca_file),
         ("APISERVER_CA_CERT_LOCATION", environ.get("APISERVER_CA_CERT_LOCATION")),
@@ -700,6 +722,8 @@ def _server(ns: argparse.Namespace, environ: Mapping[str, str], warnings: list[s
             default=_SERVER_DEFAULTS.stream_creation_timeout,
             zero_ok=False,
         ),
+        rotate_server_certificates=rotate,
+        serving_certificate_self_approve=self_approve,
         anonymous_auth=_bool("--anonymous-auth", ns.anonymous_auth),
         authentication_token_webhook=_bool("--authentication-token-webhook", ns.authentication_token_webhook),
         authentication_token_webhook_cache_ttl=_duration(

@@ -18,12 +18,14 @@ from pathlib import Path
 from dependency_injector import containers, providers
 
 from vkubelet import __version__
+from vkubelet.adapters.certs import ServingKeyFactory
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import load_grpc_config
 from vkubelet.adapters.kubeletapi.auth import AuthMiddleware, load_client_ca
 from vkubelet.adapters.kubeletapi.remotecommand import StreamTimeouts
 from vkubelet.adapters.kubeletapi.server import KubeletServer
-from vkubelet.adapters.kubeletapi.tls import server_tls
+from vkubelet.adapters.kubeletapi.tls import ListenerCertificate, server_tls
+from vkubelet.adapters.kubernetes.certificates import KubernetesCertificateSigningRequests
 from vkubelet.adapters.kubernetes.client import USER_AGENT, create_client
 from vkubelet.adapters.kubernetes.config import KubernetesConfigSource
 from vkubelet.adapters.kubernetes.events import KubernetesEventRecorder
@@ -54,6 +56,7 @@ from vkubelet.application.kubelet_auth import auth_policy, cached_auth
 from vkubelet.application.leader import ElectionSettings, LeaderElector
 from vkubelet.application.node_controller import NodeController, NodeControllerSettings
 from vkubelet.application.pod_controller import VOLUME_REFRESH_PERIOD, PodController, PodControllerSettings
+from vkubelet.application.serving_certificate import ServingCertificateManager, ServingCertificateSettings
 from vkubelet.application.settings import Settings
 from vkubelet.application.tracing import NullMetrics
 from vkubelet.application.volumes import VolumeResolver
@@ -115,6 +118,11 @@ def election_mode(settings: Settings) -> str:
     return "on" if settings.leader_election.enabled else "off"
 
 
+def serving_certificate_mode(settings: Settings) -> str:
+    """ "on" with --rotate-server-certificates: the serving certificate comes from a CSR."""
+    return "on" if settings.server.rotate_server_certificates else "off"
+
+
 def election_identity() -> str:
     """This replica's name in the leader Lease: the host (the pod's name in a cluster) and a
     random suffix, so a restarted process is a new candidate, never mistaken for its past self."""
@@ -159,6 +167,7 @@ class Kubernetes(containers.DeclarativeContainer):
     token_reviewer = providers.Singleton(KubernetesTokenReviewer, client)
     token_issuer = providers.Singleton(KubernetesTokenIssuer, client)
     access_reviewer = providers.Singleton(KubernetesAccessReviewer, client)
+    certificate_signing_requests = providers.Singleton(KubernetesCertificateSigningRequests, client)
     events = providers.Singleton(
         KubernetesEventRecorder,
         client,
@@ -336,6 +345,7 @@ class Application(containers.DeclarativeContainer):
         node_name=_setting(settings, "node.name"),
         node_ip=internal_ip,
         client_ca_file=_setting(settings, "server.ca_path"),
+        from_csr=_setting(settings, "server.rotate_server_certificates"),
     )
     # Raises InvalidInput (the CLI exits 1) when nobody could be authenticated.
     auth_policy = providers.Singleton(
@@ -411,4 +421,24 @@ class Application(containers.DeclarativeContainer):
         clock=clock,
         events=event_writes,
         tracer=tracer,
+    )
+    # --rotate-server-certificates: a CSR-issued certificate replaces the self-signed one in the
+    # live listener (new connections get it), renewed before it expires; None without the flag.
+    serving_certificate = providers.Selector(
+        providers.Callable(serving_certificate_mode, settings),
+        on=providers.Singleton(
+            ServingCertificateManager,
+            csrs=kube.certificate_signing_requests,
+            nodes=kube.nodes,
+            keys=providers.Singleton(ServingKeyFactory),
+            sink=providers.Singleton(ListenerCertificate, server_tls.provided.context),
+            events=event_writes,
+            clock=clock,
+            settings=providers.Factory(
+                ServingCertificateSettings,
+                node_name=_setting(settings, "node.name"),
+                self_approve=_setting(settings, "server.serving_certificate_self_approve"),
+            ),
+        ),
+        off=providers.Object(None),
     )

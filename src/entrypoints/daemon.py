@@ -6,6 +6,10 @@ SIGTERM/SIGINT: stop taking new work, let in-flight syncs finish, mark the node 
 (``--shutdown-node-not-ready``), stop the API server, flush events, close the provider and the
 client, exit 0. A second signal exits at once.
 
+With ``--rotate-server-certificates`` the serving-certificate manager starts once the node is
+registered (its CSR names the Node's addresses) and runs beside the controllers; until its first
+certificate is issued the listener serves the self-signed one. It is cancelled on shutdown.
+
 With ``--leader-elect`` (docs/cli.md) the replica first stands by: provider connected, kubelet
 API up, the pod controller's API watch and provider feeds running, but no sync worker, no node
 registration and no write. Once it acquires the leader Lease it registers the node (which
@@ -30,6 +34,7 @@ from vkubelet.application.leader import LeaderElector
 from vkubelet.application.node_controller import NodeController
 from vkubelet.application.pod_controller import PodController
 from vkubelet.application.ports.provider import ProviderConnection
+from vkubelet.application.serving_certificate import ServingCertificateManager
 from vkubelet.application.settings import Settings
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import DomainError, Transient
@@ -86,6 +91,7 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
     pod_controller = container.pod_controller()
     elector: LeaderElector | None = container.leader_elector()
     sync_gate: asyncio.Event | None = container.pod_sync_gate()
+    serving_certificate: ServingCertificateManager | None = container.serving_certificate()
     # An out-of-process provider that comes back after a restart may have lost or kept pods:
     # reconcile at once instead of waiting for the next full-resync period.
     connection.add_reconnect_hook(pod_controller.reconcile)
@@ -120,6 +126,10 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
         waiter.cancel()
         startup.result()
         log.info("node %s is ready", settings.node.name)
+        if serving_certificate is not None:
+            # After registration: the CSR's SANs are the Node's addresses. Until it is issued
+            # the listener keeps serving its self-signed certificate.
+            tasks.append(asyncio.create_task(serving_certificate.run(), name="serving-certificate"))
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
         _raise_crash(tasks)

@@ -11,6 +11,13 @@ offered CBC). With a client CA file the server *requests* a client certificate a
 that is sent, without requiring one: authentication proper (client certificate or bearer token,
 then authorization) is a middleware's job, which reads the verified peer certificate from the
 connection. ``require_client_cert=True`` is the hook for strict mTLS (upstream's behaviour).
+
+Hot swap (``--rotate-server-certificates``): :class:`ListenerCertificate` loads a new key pair
+into the *live* server context. OpenSSL copies a context's certificate and key into each
+connection when the connection is made, so every handshake from then on presents the new pair
+while connections already open keep the one they were made with; the listener, its client-CA
+trust store and its settings stay as they are, and nothing restarts. The pair is first loaded
+into a scratch context, so a mismatched or broken pair is refused without touching the live one.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vkubelet.adapters.certs import fingerprint_sha256, self_signed_server
+from vkubelet.domain.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +67,12 @@ def server_tls(
     client_ca_file: str | None = None,
     require_client_cert: bool = False,
     extra_sans: Sequence[str] = (),
+    from_csr: bool = False,
 ) -> ServerTls:
-    """Build the kubelet API's server TLS (see the module doc). Raises :class:`TlsConfigError`."""
+    """Build the kubelet API's server TLS (see the module doc). Raises :class:`TlsConfigError`.
+
+    ``from_csr``: the real certificate arrives later through :class:`ListenerCertificate`
+    (``--rotate-server-certificates``), so the self-signed one is expected, not a warning."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_ciphers(_TLS12_CIPHERS)
@@ -91,7 +103,15 @@ def server_tls(
         raise TlsConfigError(f"requiring client certificates needs a client CA file ({CA_ENV})")
 
     fingerprint = fingerprint_sha256(cert_pem)
-    if self_signed:
+    if self_signed and from_csr:
+        # --rotate-server-certificates: the fallback is expected, and short-lived.
+        log.info(
+            "kubelet API: serving a generated self-signed certificate for %s (SHA-256 fingerprint %s) "
+            "until the CertificateSigningRequest for its serving certificate is issued",
+            node_name,
+            fingerprint,
+        )
+    elif self_signed:
         log.warning(
             "kubelet API: serving a generated self-signed certificate for %s (SHA-256 fingerprint %s); "
             "the API server cannot verify it. To serve a real certificate, set %s and %s to the paths "
@@ -122,6 +142,28 @@ def server_ssl_context(
         key_file=key_file,
         client_ca_file=client_ca_file,
     ).context
+
+
+class ListenerCertificate:
+    """``ServingCertificateSink`` over the kubelet API's live server context (module doc)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+
+    def install(self, *, cert_pem: bytes, key_pem: bytes) -> None:
+        # OpenSSL keeps one certificate per key type: the new pair replaces the old one only if
+        # both are ECDSA (the self-signed fallback and ServingKeyFactory's keys both are).
+        # Must run on the event loop's thread (handshakes run there): no handshake can see the
+        # context between loading the certificate and loading its key.
+        try:
+            _load_pem_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert_pem, key_pem)
+        except (OSError, ssl.SSLError, ValueError) as error:
+            raise InvalidInput(f"the certificate and key do not make a usable key pair: {error}") from error
+        _load_pem_pair(self._context, cert_pem, key_pem)
+        log.info(
+            "kubelet API: new serving certificate installed (SHA-256 fingerprint %s)",
+            fingerprint_sha256(cert_pem),
+        )
 
 
 def _load_key_pair(context: ssl.SSLContext, cert_file: str, key_file: str) -> bytes:
@@ -162,14 +204,18 @@ def _load_generated(
     pair = self_signed_server(
         common_name=node_name or "localhost", dns_names=dns_names, ip_addresses=ip_addresses
     )
+    _load_pem_pair(context, pair.cert_pem, pair.key_pem)
+    return pair.cert_pem
+
+
+def _load_pem_pair(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
     # The ssl module loads key pairs from files only: write them to a private directory that
     # exists just for the duration of the load.
     with tempfile.TemporaryDirectory(prefix="vkubelet-tls-") as directory:
         cert_path = os.path.join(directory, "tls.crt")
         key_path = os.path.join(directory, "tls.key")
-        for path, data in ((cert_path, pair.cert_pem), (key_path, pair.key_pem)):
+        for path, data in ((cert_path, cert_pem), (key_path, key_pem)):
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(data)
         context.load_cert_chain(certfile=cert_path, keyfile=key_path)
-    return pair.cert_pem

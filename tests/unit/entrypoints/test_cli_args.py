@@ -964,3 +964,51 @@ def test_leader_election_flags_without_leader_elect_warn(env: dict[str, str]) ->
     command = run("--provider", "mock", "--leader-elect-lease-duration", "20s", env=env)
     assert command.settings.leader_election.enabled is False
     assert "--leader-elect-lease-duration has no effect without --leader-elect" in command.warnings
+
+
+# --- serving certificate from the CSR API (--rotate-server-certificates) -------------------------
+
+
+def test_serving_certificate_rotation_is_off_by_default(env: dict[str, str]) -> None:
+    s = settings(env=env)
+    assert s.server.rotate_server_certificates is False
+    assert s.server.serving_certificate_self_approve is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "rotate", "self_approve"),
+    [
+        (["--rotate-server-certificates"], True, False),
+        (["--rotate-server-certificates=true", "--serving-certificate-self-approve"], True, True),
+        (["--rotate-server-certificates", "--serving-certificate-self-approve=false"], True, False),
+        (["--rotate-server-certificates=false"], False, False),
+    ],
+)
+def test_serving_certificate_flags(
+    env: dict[str, str], argv: list[str], rotate: bool, self_approve: bool
+) -> None:
+    s = settings(*argv, env=env)
+    assert (s.server.rotate_server_certificates, s.server.serving_certificate_self_approve) == (
+        rotate,
+        self_approve,
+    )
+
+
+def test_self_approval_needs_rotation(env: dict[str, str]) -> None:
+    message = bad("--serving-certificate-self-approve", env=env)
+    assert "--serving-certificate-self-approve needs --rotate-server-certificates" in message
+
+
+@pytest.mark.parametrize("source", ["flag", "env"])
+def test_rotation_and_a_certificate_file_are_mutually_exclusive(env: dict[str, str], source: str) -> None:
+    if source == "flag":
+        argv = ["--tls-cert-file", "/c.crt", "--tls-private-key-file", "/c.key"]
+    else:
+        env.update(APISERVER_CERT_LOCATION="/c.crt", APISERVER_KEY_LOCATION="/c.key")
+        argv = []
+    message = bad("--rotate-server-certificates", *argv, env=env)
+    assert "--rotate-server-certificates and" in message and "mutually exclusive" in message
+
+
+def test_a_bad_rotation_value_is_named(env: dict[str, str]) -> None:
+    assert "--rotate-server-certificates" in bad("--rotate-server-certificates=maybe", env=env)
