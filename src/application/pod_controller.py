@@ -57,9 +57,9 @@ from vkubelet.application.ports.cluster import (
 )
 from vkubelet.application.ports.probes import ContainerProber
 from vkubelet.application.ports.provider import Provider
-from vkubelet.application.ports.runtime import Clock, Tracer
+from vkubelet.application.ports.runtime import Clock, Metrics, Tracer
 from vkubelet.application.probes import ProbeManager
-from vkubelet.application.tracing import NullTracer
+from vkubelet.application.tracing import NullMetrics, NullTracer
 from vkubelet.application.volumes import VolumeResolver
 from vkubelet.application.waiting import retry_until_done
 from vkubelet.application.workqueue import KeyedWorkQueue
@@ -125,6 +125,7 @@ class PodController:
         clock: Clock,
         settings: PodControllerSettings,
         tracer: Tracer | None = None,
+        metrics: Metrics | None = None,
         volumes: VolumeResolver | None = None,
         prober: ContainerProber | None = None,
         sync_gate: asyncio.Event | None = None,
@@ -142,6 +143,7 @@ class PodController:
         self._clock = clock
         self._settings = settings
         self._tracer = tracer or NullTracer()
+        self._metrics = metrics or NullMetrics()
         self._capabilities = provider.capabilities()
         self._native_volume_kinds = provider.native_volume_kinds()
         self._dropped_warned: set[str] = set()  # pods told their volumes are not mounted
@@ -387,6 +389,21 @@ class PodController:
 
     # -- the sync ---------------------------------------------------------------------------
     async def _sync(self, uid: str) -> float | None:
+        started = self._clock.monotonic()
+        outcome = "ok"
+        try:
+            return await self._sync_traced(uid)
+        except _RetryLater:
+            outcome = "retry"  # already reported; the queue backs off and runs it again
+            raise
+        except BaseException as error:
+            outcome = type(error).__name__
+            raise
+        finally:
+            self._metrics.observe_sync(outcome=outcome, seconds=self._clock.monotonic() - started)
+            self._metrics.set_queue_depth(len(self._queue))
+
+    async def _sync_traced(self, uid: str) -> float | None:
         api_pod = self._api.get(uid)
         provider_pod = self._provider_pods.get(uid)
         decision = decide(

@@ -321,6 +321,7 @@ class Application(containers.DeclarativeContainer):
         events=event_writes,
         clock=clock,
         tracer=tracer,
+        metrics=metrics,
         sync_gate=pod_sync_gate,
         settings=providers.Factory(
             PodControllerSettings,

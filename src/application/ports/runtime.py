@@ -44,7 +44,14 @@ class Tracer(Protocol):
 
 
 class Metrics(Protocol):
-    """vkubelet's own metrics. The default adapter is explicitly empty: "Not implemented"."""
+    """vkubelet's own metrics. The default adapter is explicitly empty: "Not implemented".
+
+    The pod controller records through it, so a real adapter needs no other change: one
+    ``observe_sync`` per pod sync, ``outcome`` being ``"ok"``, ``"retry"`` (backing off after a
+    problem it reported) or the class name of the error the sync raised, ``seconds`` measured on
+    the ``Clock``; then ``set_queue_depth`` with the number of pods waiting.
+    Calls are synchronous and must not block or raise.
+    """
 
     def observe_sync(self, *, outcome: str, seconds: float) -> None: ...
 

@@ -19,6 +19,7 @@ from tests.fakes.provider import RUNNING, FakeProvider
 from vkubelet.application.environment import EnvironmentResolver
 from vkubelet.application.pod_controller import PodController, PodControllerSettings
 from vkubelet.application.ports.cluster import PodEvent
+from vkubelet.application.ports.runtime import Metrics
 from vkubelet.domain.backoff import Backoff
 from vkubelet.domain.errors import Expired, NotFound, Permanent, Transient
 from vkubelet.domain.pod import Pod
@@ -81,7 +82,9 @@ class HeldWatchPods(FakePodGateway):
 
 
 class Harness:
-    def __init__(self, *, streaming: bool, pods: FakePodGateway | None = None) -> None:
+    def __init__(
+        self, *, streaming: bool, pods: FakePodGateway | None = None, metrics: Metrics | None = None
+    ) -> None:
         self.clock = FakeClock()
         self.pods = pods or FakePodGateway(node_name=NODE, clock=self.clock)
         self.pods.clock = self.clock
@@ -94,6 +97,7 @@ class Harness:
             environment=EnvironmentResolver(configs=self.configs, provider=self.provider, host_ip="10.0.0.1"),
             events=self.events,
             clock=self.clock,
+            metrics=metrics,
             settings=PodControllerSettings(
                 node_name=NODE,
                 workers=4,
@@ -205,8 +209,10 @@ async def make() -> AsyncIterator[Callable[..., Harness]]:
     """Builds harnesses (not started); stops every one at the end of the test."""
     built: list[Harness] = []
 
-    def build(*, streaming: bool = True, pods: FakePodGateway | None = None) -> Harness:
-        harness = Harness(streaming=streaming, pods=pods)
+    def build(
+        *, streaming: bool = True, pods: FakePodGateway | None = None, metrics: Metrics | None = None
+    ) -> Harness:
+        harness = Harness(streaming=streaming, pods=pods, metrics=metrics)
         built.append(harness)
         return harness
 
@@ -785,3 +791,37 @@ async def test_spec_change_while_down_is_applied_after_restart(
     await h.eventually(lambda: h.provider.calls["update_pod"] == 1, within=10, what="update_pod")
     assert h.provider.pods[old.ref.uid].spec.get("activeDeadlineSeconds") == 600
     assert h.provider.calls["create_pod"] == 0
+
+
+# --- metrics (the port is wired; its default adapter is empty) ----------------------------------
+
+
+class RecordingMetrics:
+    """A Metrics adapter that keeps what the controller recorded."""
+
+    def __init__(self) -> None:
+        self.syncs: list[tuple[str, float]] = []
+        self.depths: list[int] = []
+
+    def observe_sync(self, *, outcome: str, seconds: float) -> None:
+        self.syncs.append((outcome, seconds))
+
+    def set_queue_depth(self, depth: int) -> None:
+        self.depths.append(depth)
+
+
+async def test_every_sync_is_recorded_with_its_outcome_and_the_queue_depth(
+    make: Callable[..., Harness],
+) -> None:
+    metrics = RecordingMetrics()
+    h = make(metrics=metrics)
+    await h.start()
+    h.provider.inject_failure("create_pod", Transient("provider busy"), times=2)
+    await h.run_pod("web")
+
+    outcomes = [outcome for outcome, _ in metrics.syncs]
+    # Two failed creates (reported on the pod, then backed off), then the create and the status.
+    assert outcomes[:2] == ["retry", "retry"], outcomes
+    assert outcomes[2:] and set(outcomes[2:]) == {"ok"}, outcomes
+    assert all(seconds >= 0 for _, seconds in metrics.syncs)
+    assert len(metrics.depths) == len(metrics.syncs)
