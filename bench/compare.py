@@ -211,44 +211,89 @@ def pod_ready(pod: dict[str, Any]) -> bool:
 
 @dataclass
 class PodWatch:
-    """One watch on a namespace's pods: when each pod was first seen Running, Ready, and gone."""
+    """One watch on a namespace's pods: when each pod was first seen Running, Ready, and gone.
+
+    The API server ends a watch after its request timeout (minutes, with jitter) or with an ERROR
+    event (e.g. "Too large resource version" when the list it started from is ahead of the pod
+    watch cache): the watch resumes from the last resourceVersion it saw, after a short pause;
+    after a 410 Gone it lists the namespace's pods once to catch up (pods seen before and missing
+    from the list count as gone at that moment). Bounded: ``max_restarts``.
+    """
 
     api: Api
     namespace: str
     running: dict[str, float] = field(default_factory=dict)
     ready: dict[str, float] = field(default_factory=dict)
     gone: dict[str, float] = field(default_factory=dict)
+    max_restarts: int = 50
+    restarts: int = 0
+    _seen: set[str] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        listing = await self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/pods?limit=1")
-        version = listing["metadata"]["resourceVersion"]
-        self._task = asyncio.create_task(self._run(version))
+        self._task = asyncio.create_task(self._run(await self._catch_up()))
 
     async def _run(self, version: str) -> None:
+        while True:
+            version = await self._follow(version)
+            self.restarts += 1
+            if self.restarts > self.max_restarts:
+                raise RuntimeError(f"the watch ended {self.restarts} times")
+            await asyncio.sleep(0.5)
+            if not version:
+                version = await self._catch_up()
+
+    async def _follow(self, version: str) -> str:
+        """Watch from ``version`` until the stream ends; the version to resume from ("" = list)."""
         path = (
             f"/api/v1/namespaces/{self.namespace}/pods?watch=1&resourceVersion={version}"
             "&allowWatchBookmarks=true&timeoutSeconds=7200"
         )
         async with self.api.session.get(self.api.server + path) as response:
+            if response.status == 410:
+                return ""
             response.raise_for_status()
             async for line in response.content:
                 now = time.monotonic()
                 event = json.loads(line)  # one decode per event
                 pod = event["object"]
-                name = pod.get("metadata", {}).get("name")
-                if event["type"] == "DELETED":
-                    self.gone.setdefault(name, now)
-                elif (
-                    event["type"] in ("ADDED", "MODIFIED") and pod.get("status", {}).get("phase") == "Running"
-                ):
-                    self.running.setdefault(name, now)
-                    if pod_ready(pod):
-                        self.ready.setdefault(name, now)
-                else:
-                    continue
-                self._changed.set()
+                if event["type"] == "ERROR":
+                    code = pod.get("code")
+                    log(f"watch of {self.namespace}: {code} {pod.get('message', '')[:200]}; resuming")
+                    return "" if code == 410 else version
+                version = (pod.get("metadata") or {}).get("resourceVersion") or version
+                if event["type"] != "BOOKMARK":
+                    self._observe(event["type"] == "DELETED", pod, now)
+        return version
+
+    async def _catch_up(self) -> str:
+        """List the namespace's pods into the tables; the resourceVersion to watch from."""
+        listing = await self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/pods")
+        now = time.monotonic()
+        present: set[str] = set()
+        for pod in listing.get("items") or ():
+            present.add(pod["metadata"]["name"])
+            self._observe(False, pod, now)
+        for name in self._seen - present:
+            self.gone.setdefault(name, now)
+        self._changed.set()
+        return str(listing["metadata"]["resourceVersion"])
+
+    def _observe(self, deleted: bool, pod: dict[str, Any], now: float) -> None:
+        name = (pod.get("metadata") or {}).get("name")
+        if not name:
+            return
+        if deleted:
+            self.gone.setdefault(name, now)
+        else:
+            self._seen.add(name)
+            if (pod.get("status") or {}).get("phase") != "Running":
+                return
+            self.running.setdefault(name, now)
+            if pod_ready(pod):
+                self.ready.setdefault(name, now)
+        self._changed.set()
 
     async def wait(self, condition: Callable[[], bool], *, within: float, what: str) -> float:
         """Block until ``condition()`` holds after some event; the monotonic time it first held."""
@@ -744,7 +789,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--go-binary", type=Path, help="upstream virtual-kubelet (default: build/cache it)")
     parser.add_argument("--work-dir", type=Path, help="logs, configs, profiles (default: a new temp dir)")
     parser.add_argument("--out", type=Path, help="JSON lines of results (default: <work-dir>/results.jsonl)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.ceiling_patches > 0 and args.ceiling_pods < 1:
+        parser.error(
+            f"--ceiling-pods {args.ceiling_pods}: the ceiling needs at least one pod (or --ceiling-patches 0)"
+        )
+    return args
 
 
 def uptime() -> str:

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # wrapper grpc_vs_inprocess.py's, the request counters and the resuming watch volumes.py's.
 from compare import (
     Api,
+    PodWatch,
     children_cpu_seconds,
     cpu_seconds,
     free_port,
@@ -65,7 +66,7 @@ from compare import (
     start_run,
 )
 from grpc_vs_inprocess import Stack, _spawn, wait_node_ready
-from volumes import ResumingPodWatch, delta, post_all, request_counts
+from volumes import delta, post_all, request_counts
 
 from vkubelet.adapters.localcluster.cluster import LocalCluster
 
@@ -187,7 +188,7 @@ async def run_once(
     names = [f"p{i:05d}" for i in range(pods)]
     await api.create_namespace(namespace)
     stack = start_daemon(cluster, options, node)
-    watch = ResumingPodWatch(api, namespace)
+    watch = PodWatch(api, namespace)
     try:
         started = time.monotonic()
         await wait_node_ready(api, stack, within=120)

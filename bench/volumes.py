@@ -50,7 +50,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,6 @@ from compare import (
     local_cluster,
     log,
     memory_kib,
-    pod_ready,
     report_failures,
     start_run,
 )
@@ -124,86 +123,6 @@ async def request_counts(api: Api) -> dict[str, float]:
 
 def delta(after: dict[str, float], before: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}_{key}": after[key] - before[key] for key in after}
-
-
-# -- the pod watch --------------------------------------------------------------------------------
-
-
-@dataclass
-class ResumingPodWatch(PodWatch):
-    """compare.PodWatch that survives the API server ending its watch.
-
-    The volume runs create 2N ConfigMaps and Secrets just before the watch starts, so the
-    resourceVersion of the list it starts from can be ahead of the API server's pod watch cache;
-    the server then answers with an ERROR event ("Too large resource version", 504) and closes
-    the stream, and compare.PodWatch would stop with "the watch ended". Here the watch resumes
-    from the last resourceVersion it saw (after a short pause), and after a 410 Gone it lists the
-    namespace's pods once to catch up (pods seen before and missing from the list count as gone
-    at that moment). Bounded: ``max_restarts``.
-    """
-
-    max_restarts: int = 50
-    restarts: int = 0
-    _seen: set[str] = field(default_factory=set)
-
-    async def _run(self, version: str) -> None:
-        while True:
-            version = await self._follow(version)
-            self.restarts += 1
-            if self.restarts > self.max_restarts:
-                raise RuntimeError(f"the watch ended {self.restarts} times")
-            await asyncio.sleep(0.5)
-            if not version:
-                version = await self._catch_up()
-
-    async def _follow(self, version: str) -> str:
-        """Watch from ``version`` until the stream ends; the version to resume from ("" = list)."""
-        path = (
-            f"/api/v1/namespaces/{self.namespace}/pods?watch=1&resourceVersion={version}"
-            "&allowWatchBookmarks=true&timeoutSeconds=7200"
-        )
-        async with self.api.session.get(self.api.server + path) as response:
-            response.raise_for_status()
-            async for line in response.content:
-                now = time.monotonic()
-                event = json.loads(line)
-                pod = event["object"]
-                if event["type"] == "ERROR":
-                    code = pod.get("code")
-                    log(f"watch of {self.namespace}: {code} {pod.get('message', '')[:200]}; resuming")
-                    return "" if code == 410 else version
-                version = (pod.get("metadata") or {}).get("resourceVersion") or version
-                name = (pod.get("metadata") or {}).get("name")
-                if event["type"] == "BOOKMARK" or not name:
-                    continue
-                if event["type"] == "DELETED":
-                    self.gone.setdefault(name, now)
-                else:
-                    self._seen.add(name)
-                    if (pod.get("status") or {}).get("phase") != "Running":
-                        continue
-                    self.running.setdefault(name, now)
-                    if pod_ready(pod):
-                        self.ready.setdefault(name, now)
-                self._changed.set()
-        return version
-
-    async def _catch_up(self) -> str:
-        listing = await self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/pods")
-        now = time.monotonic()
-        present = set()
-        for pod in listing.get("items") or ():
-            name = pod["metadata"]["name"]
-            present.add(name)
-            self._seen.add(name)
-            if (pod.get("status") or {}).get("phase") == "Running":
-                self.running.setdefault(name, now)
-                if pod_ready(pod):
-                    self.ready.setdefault(name, now)
-        for name in self._seen - present:
-            self.gone.setdefault(name, now)
-        self._changed.set()
-        return str(listing["metadata"]["resourceVersion"])
 
 
 # -- the workload ---------------------------------------------------------------------------------
@@ -329,7 +248,7 @@ async def run_once(
         await post_all(api, f"{base}/secrets", [secret(n) for n in names], concurrency=32)
         result["setup_s"] = time.monotonic() - t
     stack = start_daemon(cluster, options, node, qps, burst)
-    watch = ResumingPodWatch(api, namespace)
+    watch = PodWatch(api, namespace)
     try:
         started = time.monotonic()
         await wait_node_ready(api, stack, within=120)
