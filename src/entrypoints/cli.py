@@ -104,7 +104,8 @@ def node_ip(settings: Settings) -> str:
 def _control_plane(settings: Settings) -> Iterator[Settings]:
     """Start the project's own control plane when there is no cluster to talk to, and point
     the settings at it: its kubeconfig, and its kubelet-client CA plus TokenReview for the
-    kubelet API, so the API server's `kubectl logs/exec` calls authenticate with no flag."""
+    kubelet API, so the API server's `kubectl logs/exec` calls authenticate with no flag; and a
+    serving certificate from its signer, which its API server verifies."""
     if not settings.kube.local_control_plane:
         yield settings
         return
@@ -118,7 +119,11 @@ def _control_plane(settings: Settings) -> Iterator[Settings]:
         "kube-controller-manager) in %s",
         work_dir,
     )
-    cluster = LocalCluster(work_dir, fresh=True)
+    # Its API server verifies the kubelet API's certificate, as a production cluster should:
+    # the daemon gets one from the cluster's kubelet-serving signer (a self-approved CSR), unless
+    # it was given a certificate of its own, which this cluster's CA cannot have signed.
+    own_certificate = settings.server.cert_path is not None
+    cluster = LocalCluster(work_dir, fresh=True, verify_kubelet_certificates=not own_certificate)
     try:
         cluster.start()
     except (BinaryError, ClusterError) as error:
@@ -130,6 +135,9 @@ def _control_plane(settings: Settings) -> Iterator[Settings]:
             settings.server,
             ca_path=settings.server.ca_path or cluster.client_ca_cert_path,
             authentication_token_webhook=True,
+            rotate_server_certificates=settings.server.rotate_server_certificates or not own_certificate,
+            serving_certificate_self_approve=settings.server.serving_certificate_self_approve
+            or not own_certificate,
         )
         yield dataclasses.replace(settings, kube=kube, server=server)
     finally:

@@ -409,7 +409,8 @@ def _build_parser() -> _Parser:
     # Kubelet API
     value(
         "--listen-address",
-        f"kubelet API address (default {DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT})",
+        f"kubelet API address (default {DEFAULT_LISTEN_HOST}:{DEFAULT_LISTEN_PORT}); "
+        "port 0: the OS picks one, reported in the Node's daemonEndpoints",
         metavar="HOST:PORT",
     )
     value(
@@ -1074,15 +1075,24 @@ def _listen_address(raw: str | None, environ: Mapping[str, str], warnings: list[
             raise _invalid("--listen-address", raw, "an IPv6 host must be in brackets: [::1]:10250")
         if host and not (_is_ip(host, version=4) or _HOSTNAME.fullmatch(host)):
             raise _invalid("--listen-address", raw, f"{host!r} is not an IP address or host name")
-    port = _port("--listen-address", port_text, shown=raw)
+    # Port 0: the OS picks a free port, which the Node reports (status.daemonEndpoints), so
+    # replicas sharing one network (e.g. pods of the process provider) need no port plan. Only
+    # with an IP: a host name may resolve to two addresses, each given its own ephemeral port.
+    port = _port(
+        "--listen-address",
+        port_text,
+        shown=raw,
+        zero_ok=not host or _is_ip(host, version=4) or _is_ip(host, version=6),
+    )
     if port_from_env is not None and port_from_env != port:
         warnings.append(f"KUBELET_PORT={env_port} is ignored: --listen-address {raw!r} sets the port")
     return host or DEFAULT_LISTEN_HOST, port
 
 
-def _port(source: str, text: str, *, shown: str | None = None) -> int:
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise _invalid(source, shown or text, "the port must be a number 1..65535")
+def _port(source: str, text: str, *, shown: str | None = None, zero_ok: bool = False) -> int:
+    lowest = 0 if zero_ok else 1
+    if not text.isascii() or not text.isdigit() or not lowest <= int(text) <= 65535:
+        raise _invalid(source, shown or text, f"the port must be a number {lowest}..65535")
     return int(text)
 
 

@@ -8,6 +8,7 @@ SIGINT to tools/run's process group, as a terminal sends it) must stop everythin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -106,6 +107,28 @@ def test_tools_run_then_the_quick_start_as_written(
     assert re.search(r'"GET / HTTP/1.1" 200', result.stdout), output  # kubectl logs: the request
     assert re.search(r"^vk-0$", result.stdout, re.MULTILINE), output  # the stats summary via the node proxy
     assert 'deployment.apps "web" deleted' in result.stdout
+    # The API server verified the kubelet API's certificate for those logs/exec/port-forward
+    # calls: it runs with --kubelet-certificate-authority, and vk-0 serves a certificate from a
+    # CSR that its signer issued.
+    apiserver = [line for line in leftovers([str(cluster_dir)]) if "kube-apiserver" in line]
+    assert apiserver and "--kubelet-certificate-authority=" in apiserver[0], apiserver
+    csrs = subprocess.run(
+        ["bash", "tools/kubectl", "get", "csr", "-o", "json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert csrs.returncode == 0, csrs.stderr
+    issued = [
+        item
+        for item in json.loads(csrs.stdout)["items"]
+        if item["spec"]["signerName"] == "kubernetes.io/kubelet-serving"
+        and item["metadata"]["name"].startswith("csr-vk-0-")
+        and item.get("status", {}).get("certificate")
+        and any(c["type"] == "Approved" for c in item["status"].get("conditions", []))
+    ]
+    assert issued, csrs.stdout[-2000:]
 
     # Ctrl-C: everything tools/run started stops, and nothing is left behind.
     os.killpg(process.pid, signal.SIGINT)

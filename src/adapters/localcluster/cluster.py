@@ -225,6 +225,7 @@ class LocalCluster:
         node_monitor_grace_period: str = "40s",
         bind_address: str = LOOPBACK,
         fresh: bool = False,
+        verify_kubelet_certificates: bool = False,
     ) -> None:
         # The API server's address. Loopback by default; e2e tests that need the API server's
         # node proxy (which refuses loopback kubelets) bind it to their own test network.
@@ -239,6 +240,9 @@ class LocalCluster:
         self._startup_timeout = startup_timeout
         self._stop_timeout = stop_timeout
         self._extra_apiserver_args = list(extra_apiserver_args)
+        # The API server verifies kubelets' serving certificates against the kubelet-serving
+        # signer (--kubelet-certificate-authority): kubelets then need a CSR-issued certificate.
+        self.verify_kubelet_certificates = verify_kubelet_certificates
         self._extra_controller_manager_args = list(extra_controller_manager_args)
         # How long the node lifecycle controller waits for a silent node before marking it
         # Unknown and tainting it unreachable (the controller-manager's default is 40s).
@@ -595,6 +599,11 @@ class LocalCluster:
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={self.kubelet_client_cert_path}",
             f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            *(
+                [f"--kubelet-certificate-authority={self.kubelet_serving_ca_cert_path}"]
+                if self.verify_kubelet_certificates
+                else []
+            ),
             *self._extra_apiserver_args,
         ]
 

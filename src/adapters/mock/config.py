@@ -16,6 +16,11 @@ nodes::
       }
     }
 
+A node name the file does not list takes the ``"*"`` entry when there is one (ours, not
+upstream's): one file then serves every replica of a StatefulSet whose pods register nodes named
+after themselves (deploy/statefulset/). ``--provider process`` reads the same file without this
+fallback.
+
 ``cpu``, ``memory``, ``pods``, ``others`` and ``providerID`` are upstream's keys; ``labels``,
 ``taints``, ``architecture``, ``operatingSystem``, ``volumes`` and ``nativeVolumeKinds`` are
 ours. Absent keys take
@@ -44,8 +49,9 @@ Where we differ from upstream (its bug 20), every problem is reported as a
 stop the process at startup:
 
 * no config path at all: the defaults (upstream fails reading the empty path);
-* a file that lacks the node: an error naming the node and listing the node keys the file has
-  (upstream silently leaves the config empty and then fails with ``invalid CPU value``);
+* a file that lacks the node (and has no ``"*"`` entry): an error naming the node and listing
+  the node keys the file has (upstream silently leaves the config empty and then fails with
+  ``invalid CPU value``);
 * unreadable file, unparsable JSON, a value of the wrong JSON type, a resource quantity that is
   not a Kubernetes quantity, a taint with an unknown effect, an unknown volume kind: an error.
 
@@ -78,6 +84,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CPU = "20"
 DEFAULT_MEMORY = "100Gi"
 DEFAULT_PODS = "20"
+
+#: The entry for every node name the file does not list.
+ANY_NODE = "*"
 
 TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 
@@ -175,26 +184,41 @@ def load_mock_config(
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MockConfigError(f"mock provider config {source}: not valid JSON: {exc}") from exc
-    return parse_mock_config(document, node_name=node_name, source=source, operating_system=operating_system)
+    return parse_mock_config(
+        document, node_name=node_name, source=source, operating_system=operating_system, any_node=True
+    )
 
 
 def parse_mock_config(
-    document: object, *, node_name: str, source: str = "<config>", operating_system: str = "linux"
+    document: object,
+    *,
+    node_name: str,
+    source: str = "<config>",
+    operating_system: str = "linux",
+    any_node: bool = False,
 ) -> MockNodeConfig:
-    """Validate a decoded config document and return ``node_name``'s entry (see the module doc)."""
+    """Validate a decoded config document and return ``node_name``'s entry (see the module doc).
+
+    With ``any_node``, a node the document does not list takes its ``"*"`` entry, if any.
+    """
     if not isinstance(document, Mapping):
         raise MockConfigError(
             f"mock provider config {source}: must be a JSON object keyed by node name, "
             f"got {_json_type(document)}"
         )
-    if node_name not in document:
-        present = ", ".join(sorted(repr(str(key)) for key in document)) or "none"
+    key = node_name
+    if node_name not in document and any_node and ANY_NODE in document:
+        key = ANY_NODE
+    if key not in document:
+        present = ", ".join(sorted(repr(str(name)) for name in document)) or "none"
+        fallback = f" or a {ANY_NODE!r} key for any node" if any_node else ""
         raise MockConfigError(
             f"mock provider config {source}: has no entry for node {node_name!r} "
-            f"(node keys present: {present}); add a {node_name!r} key or run without a config file"
+            f"(node keys present: {present}); add a {node_name!r} key{fallback} "
+            "or run without a config file"
         )
-    entry = document[node_name]
-    where = f"mock provider config {source}, node {node_name!r}"
+    entry = document[key]
+    where = f"mock provider config {source}, node {key!r}"
     if not isinstance(entry, Mapping):
         raise MockConfigError(f"{where}: must be a JSON object, got {_json_type(entry)}")
     unknown = sorted(str(key) for key in entry if key not in _KNOWN_KEYS)

@@ -510,6 +510,15 @@ def test_listen_address(env: dict[str, str]) -> None:
     assert (s.server.listen_host, s.server.listen_port) == ("localhost", 9999)
 
 
+def test_listen_port_zero_lets_the_os_pick_on_an_ip_address(env: dict[str, str]) -> None:
+    s = settings("--listen-address", "0.0.0.0:0", env=env)
+    assert (s.server.listen_host, s.server.listen_port) == ("0.0.0.0", 0)
+    s = settings("--listen-address", ":0", env=env)
+    assert (s.server.listen_host, s.server.listen_port) == ("0.0.0.0", 0)
+    s = settings("--listen-address", "[::1]:0", env=env)
+    assert (s.server.listen_host, s.server.listen_port) == ("::1", 0)
+
+
 def test_kubelet_port_env_overrides_the_default_port(env: dict[str, str]) -> None:
     env["KUBELET_PORT"] = "10260"
     s = settings(env=env)
@@ -535,7 +544,7 @@ def test_invalid_kubelet_port(env: dict[str, str], value: str) -> None:
     "value",
     [
         "0.0.0.0",
-        "0.0.0.0:0",
+        "localhost:0",
         "0.0.0.0:65536",
         "host:abc",
         "::1:10250",

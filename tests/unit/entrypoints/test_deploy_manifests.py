@@ -108,8 +108,12 @@ def test_deployment_command_line_parses() -> None:
     assert settings.kube.local_control_plane is False
     assert settings.server.listen_port == 10250
     assert settings.server.authentication_token_webhook is True
-    # The provider config is mounted from the ConfigMap, keyed by the node name.
-    (config_map,) = by_kind(docs, "ConfigMap")
+    # The provider config is mounted from the ConfigMap the kustomization generates, keyed by
+    # the node name.
+    (generator,) = documents("kustomization.yaml")[0]["configMapGenerator"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "provider-config")
+    assert volume["configMap"]["name"] == generator["name"]
     mount = next(m for m in container["volumeMounts"] if m["name"] == "provider-config")
     assert settings.node.provider_config == Path(mount["mountPath"]) / "mock.json"
-    assert "vk-0" in yaml.safe_load(config_map["data"]["mock.json"])
+    files = dict(literal.split("=", 1) for literal in generator["literals"])
+    assert "vk-0" in yaml.safe_load(files["mock.json"])
