@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -281,6 +282,35 @@ async def test_follow_delivers_a_line_written_after_it_started(provider: Process
     await eventually(lambda: _true(b"got later\n" in io.out), "attach output")
     attach.cancel()
     await close_stream(stream)
+
+
+async def test_a_partial_last_line_is_logged_while_the_container_runs(provider: ProcessProvider) -> None:
+    pod = make_pod(shell("printf 'one\\nno-newline'; sleep 3600"))
+    await provider.create_pod(pod)
+    await eventually(lambda: _contains(logs(provider, pod), b"no-newline"), "the partial line")
+    assert await logs(provider, pod) == b"one\nno-newline"
+    assert await logs(provider, pod, tail_lines=1) == b"no-newline"
+
+
+async def test_follow_delivers_partial_output_once_with_a_stamp_per_chunk(provider: ProcessProvider) -> None:
+    pod = make_pod(shell('echo first; read a; printf "$a"; read b; echo "$b"; sleep 3600', stdin=True))
+    await provider.create_pod(pod)
+    await eventually(lambda: _contains(logs(provider, pod), b"first\n"), "first line")
+    stream = provider.container_logs(pod.ref, "app", LogOptions(follow=True))
+    assert await asyncio.wait_for(anext(stream), DEADLINE) == b"first\n"
+    io = FakeIO(stdin=True)
+    attach = asyncio.create_task(provider.attach_to_container(pod.ref, "app", io))
+    io.input.put_nowait(b"part\n")
+    assert await asyncio.wait_for(anext(stream), DEADLINE) == b"part"  # before its newline
+    io.input.put_nowait(b"rest\n")
+    assert await asyncio.wait_for(anext(stream), DEADLINE) == b"rest\n"  # not "partrest\n"
+    attach.cancel()
+    await close_stream(stream)
+    assert await logs(provider, pod) == b"first\npartrest\n"
+    assert await logs(provider, pod, tail_lines=1) == b"partrest\n"  # one line, in two records
+    # As the kubelet renders CRI "P" records: each written chunk keeps its own timestamp.
+    stamped = await logs(provider, pod, timestamps=True, tail_lines=1)
+    assert re.fullmatch(rb"\S+Z part\S+Z rest\n", stamped), stamped
 
 
 async def _true(value: bool) -> bool:

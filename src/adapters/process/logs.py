@@ -3,9 +3,9 @@
 Each run of a container writes one file; every record is one line
 ``<RFC3339Nano timestamp> <stdout|stderr> <F|P> <content>\\n`` (the format the kubelet reads
 from container runtimes): ``F`` ends a line of output, ``P`` is a fragment (a very long line cut
-in pieces, or output that ended without a newline), so the original bytes are reproduced
-exactly. Keeping the timestamp per record is what makes ``timestamps``, ``sinceSeconds`` and
-``sinceTime`` answerable.
+in pieces, or output not yet followed by a newline when it was read: it is logged at once, not
+held back), so the original bytes are reproduced exactly. Keeping the timestamp per record is
+what makes ``timestamps``, ``sinceSeconds`` and ``sinceTime`` answerable.
 
 Followers are woken in process (the writer and the readers share one event loop), so a follow
 costs no polling; a follow ends when the run's log is closed (the process exited).
@@ -81,16 +81,19 @@ class LogWriter:
         self._changed = asyncio.Event()
 
 
-def _render(record: bytes, options: LogOptions) -> tuple[datetime, bytes] | None:
+def _render(record: bytes, options: LogOptions) -> tuple[datetime, bytes, bool] | None:
+    """A record's time, its text as the kubelet shows it, and whether it ends a line."""
     try:
         stamp, _stream, tag, content = record.rstrip(b"\n").split(b" ", 3)
         moment = parse_timestamp(stamp.decode("ascii"))
     except ValueError:
         return None  # a torn or foreign line: skip it rather than fail the whole read
-    text = content + (b"\n" if tag == b"F" else b"")
+    complete = tag == b"F"
+    text = content + (b"\n" if complete else b"")
     if options.timestamps:
+        # Per record, as the kubelet does: a line written in pieces shows a stamp per piece.
         text = stamp + b" " + text
-    return moment, text
+    return moment, text, complete
 
 
 def _since(options: LogOptions, now: datetime) -> datetime | None:
@@ -110,11 +113,11 @@ async def read_log(
     remaining = options.limit_bytes
     follow = options.follow and writer is not None
 
-    def admit(record: bytes) -> bytes | None:
+    def admit(record: bytes) -> tuple[bytes, bool] | None:
         rendered = _render(record, options)
         if rendered is None or (since is not None and rendered[0] < since):
             return None
-        return rendered[1]
+        return rendered[1], rendered[2]
 
     def cut(data: bytes) -> bytes:
         nonlocal remaining
@@ -129,16 +132,24 @@ async def read_log(
     except FileNotFoundError:
         return
     with handle:
-        # The backlog: whole file, then keep the last tail_lines records.
+        # The backlog: whole file, then keep the last tail_lines lines. A line is its records
+        # up to an F one (P records are its pieces); the last line may still be unfinished.
         kept: deque[bytes] = deque(maxlen=options.tail_lines if options.tail_lines is not None else None)
+        line: list[bytes] = []
         pending = b""
         while chunk := handle.read(_READ_CHUNK):
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                text = admit(line)
-                if text is not None:
-                    kept.append(text)
+            records = (pending + chunk).split(b"\n")
+            pending = records.pop()
+            for record in records:
+                admitted = admit(record)
+                if admitted is None:
+                    continue
+                line.append(admitted[0])
+                if admitted[1]:
+                    kept.append(b"".join(line))
+                    line.clear()
+        if line:
+            kept.append(b"".join(line))
         if options.tail_lines == 0:
             kept.clear()
         backlog = cut(b"".join(kept))
@@ -152,9 +163,9 @@ async def read_log(
                     break
                 await changed.wait()
                 continue
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            out = b"".join(t for t in map(admit, lines) if t is not None)
+            records = (pending + chunk).split(b"\n")
+            pending = records.pop()
+            out = b"".join(admitted[0] for admitted in map(admit, records) if admitted is not None)
             out = cut(out)
             if out:
                 yield out

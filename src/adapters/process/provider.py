@@ -36,6 +36,10 @@
   sends the template once and stays open until ``close``.
 
 Every method runs on one event loop; none awaits inside a read-modify-write of the tables.
+
+This module owns the tables and the port methods; the parts live beside it: :mod:`.records`
+(the tables' rows), :mod:`.supervisor` (spawning, reaping, restarts), :mod:`.streams` (logs,
+exec, attach, port-forward) and :mod:`.status` (the statuses reported).
 """
 
 from __future__ import annotations
@@ -43,25 +47,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import errno
 import logging
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from vkubelet.adapters.mock.config import host_architecture
-from vkubelet.adapters.process import ephemeral, procfs
-from vkubelet.adapters.process.logs import LogWriter, read_log, remove_quietly
-from vkubelet.adapters.process.spawn import Pty, mount_namespace_problem, resolvable, signal_tree, spawn
+from vkubelet.adapters.process import ephemeral, procfs, streams
+from vkubelet.adapters.process.records import ROOT_MARKER, Container, PodEntry, new_container
+from vkubelet.adapters.process.spawn import mount_namespace_problem, signal_tree
+from vkubelet.adapters.process.status import pod_status, snapshot
+from vkubelet.adapters.process.supervisor import Supervisor
 from vkubelet.adapters.process.volumes import (
     MEMORY,
-    VolumeMount,
-    bind_mounts,
     check_volumes,
     materialise,
     parse_mounts,
@@ -71,10 +72,9 @@ from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain import stats
-from vkubelet.domain.container_status import exit_code, final_phase, pod_phase, terminated_reason
-from vkubelet.domain.env import expand
-from vkubelet.domain.errors import InvalidInput, NotFound, Permanent, Transient
-from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time
+from vkubelet.domain.backoff import Backoff
+from vkubelet.domain.errors import NotFound, Permanent, Transient
+from vkubelet.domain.pod import Pod, PodRef, format_time
 from vkubelet.domain.provider import Capability, MetricFamily, NodeAddress, NodeTemplate
 from vkubelet.domain.volumes import PodVolumes
 
@@ -94,106 +94,6 @@ _CAPABILITIES = frozenset(
         Capability.KILL_CONTAINER,
     }
 )
-_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_BACKOFF_RESET_SECONDS = 600.0  # the kubelet forgets a container's back-off after 10 quiet minutes
-_DRAIN_SECONDS = 1.0  # output still buffered when a process exits
-_FIRST_RESIZE_WAIT_SECONDS = 1.0  # how long a tty exec waits for the client's terminal size
-# Every process we start carries this (value: the root dir), so a restarted provider can find
-# and kill what a crashed one left behind (grandchildren escape PR_SET_PDEATHSIG).
-ROOT_MARKER = "VKUBELET_PROCESS_PROVIDER_ROOT"
-
-
-@dataclass(eq=False)
-class _Run:
-    """One start of a container's main process."""
-
-    process: asyncio.subprocess.Process
-    log: LogWriter
-    started: datetime
-    started_monotonic: float
-    subscribers: set[asyncio.Queue[tuple[str, bytes] | None]] = field(default_factory=set)
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-    code: int | None = None
-    killed: bool = False  # stopped by kill_container: restarted even after a clean exit (OnFailure)
-    killer: asyncio.Task[None] | None = None  # the SIGKILL after the grace period
-    terminal: Pty | None = None  # tty: true (ephemeral containers): stdin and output go through it
-
-
-@dataclass(eq=False)
-class _Container:
-    spec: Mapping[str, Any]
-    init: bool
-    env: dict[str, str]
-    argv: list[str] | None  # None: no command, cannot run
-    cwd: Path
-    log_dir: Path
-    restart_count: int = 0
-    runs: int = 0
-    crashes: int = 0
-    state: dict[str, Any] = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
-    last_state: dict[str, Any] = field(default_factory=dict)
-    container_id: str = ""
-    run: _Run | None = None
-    started_event: asyncio.Event = field(default_factory=asyncio.Event)
-    mounts: tuple[VolumeMount, ...] = ()  # non-empty: runs in its own mount namespace
-    blocked: str = ""  # why it cannot run (its waiting state says so)
-    ephemeral: bool = False  # kubectl debug's: started once, never restarted (:mod:`.ephemeral`)
-    entered: bool = False  # runs in another container's mount namespace (an ephemeral's target)
-
-    @property
-    def name(self) -> str:
-        return str(self.spec.get("name") or "")
-
-    @property
-    def runnable(self) -> bool:
-        return self.argv is not None and not self.blocked
-
-    def block(self, message: str) -> None:
-        self.blocked = message
-        self.state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
-
-    @property
-    def sidecar(self) -> bool:
-        return self.init and self.spec.get("restartPolicy") == "Always"
-
-    def log_path(self, index: int) -> Path:
-        return self.log_dir / f"{index}.log"
-
-
-@dataclass(eq=False)
-class _PodEntry:
-    pod: Pod
-    directory: Path
-    containers: dict[str, _Container]
-    start_time: str
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    initialized: bool = False
-    init_failed: bool = False
-    deleted: bool = False
-    transitions: dict[str, tuple[str, str]] = field(default_factory=dict)  # type -> (status, time)
-    task: asyncio.Task[None] | None = None
-    terminator: asyncio.Task[None] | None = None
-    status: dict[str, Any] = field(default_factory=dict)
-    volumes: PodVolumes | None = None  # None: not handed over, volumeMounts are not made
-    volume_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one writer of the volume dirs
-    volumes_removed: bool = False
-    ephemeral_tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # their single runs
-
-    @property
-    def volume_dir(self) -> Path:
-        return self.directory / "volumes"
-
-    @property
-    def init_containers(self) -> list[_Container]:
-        return [c for c in self.containers.values() if c.init]
-
-    @property
-    def main_containers(self) -> list[_Container]:
-        return [c for c in self.containers.values() if not c.init and not c.ephemeral]
-
-    @property
-    def ephemeral_containers(self) -> list[_Container]:
-        return [c for c in self.containers.values() if c.ephemeral]
 
 
 class _Stop:
@@ -232,12 +132,10 @@ class ProcessProvider:
             "pods": pods,
         }
         self._labels = dict(labels or {})
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
         self._max_grace = max_grace_seconds
         self._clock: Clock = clock or SystemClock()
         self._started = self._clock.now()
-        self._pods: dict[str, _PodEntry] = {}
+        self._pods: dict[str, PodEntry] = {}
         self._updates: asyncio.Queue[Pod | _Stop] = asyncio.Queue()
         self._cpu_samples: dict[int, tuple[float, int]] = {}  # leader pid -> (monotonic, cpu ns)
         self._retired_cpu = 0
@@ -246,6 +144,13 @@ class ProcessProvider:
         self._api_server = api_server
         self._pending_volumes: dict[str, PodVolumes] = {}  # set_pod_volumes before create_pod
         self._mount_problem: str | None = None  # None: not probed yet; "": mount namespaces work
+        self._supervisor = Supervisor(
+            clock=self._clock,
+            backoff=Backoff(base=backoff_base, cap=backoff_cap),
+            publish=self._publish,
+            sync_volumes=self._sync_volumes,
+            retire=self._retire_cpu,
+        )
 
     def reap_orphans(self) -> int:
         """Kill every process a previous provider with this root dir left behind, and remove
@@ -285,7 +190,7 @@ class ProcessProvider:
             check_volumes(volumes)
         directory = self._root / "pods" / uid
         work = directory / "work"
-        entry = _PodEntry(
+        entry = PodEntry(
             pod=Pod(pod.ref, copy.deepcopy(dict(pod.manifest))),
             directory=directory,
             containers={},
@@ -294,7 +199,7 @@ class ProcessProvider:
         )
         for init, specs in ((True, pod.spec.get("initContainers") or ()), (False, pod.containers)):
             for spec in specs:
-                container = _container(
+                container = new_container(
                     spec,
                     init=init,
                     pod=pod,
@@ -315,7 +220,7 @@ class ProcessProvider:
         log.info("process: created pod %s", pod.ref)
         self._start_ephemeral(entry)
         self._publish(entry)
-        entry.task = asyncio.create_task(self._run_pod(entry), name=f"pod {pod.ref}")
+        entry.task = asyncio.create_task(self._supervisor.run_pod(entry), name=f"pod {pod.ref}")
 
     async def update_pod(self, pod: Pod, volumes: PodVolumes | None = None) -> None:
         """Keep the new metadata and spec. Running processes are not touched (images are ignored);
@@ -375,13 +280,13 @@ class ProcessProvider:
         entry.terminator = asyncio.create_task(self._terminate(entry, seconds), name=f"delete {pod.ref}")
 
     async def get_pod(self, ref: PodRef) -> Pod:
-        return self._snapshot(self._lookup(ref))
+        return snapshot(self._lookup(ref))
 
     async def get_pod_status(self, ref: PodRef) -> Mapping[str, Any]:
         return copy.deepcopy(self._lookup(ref).status)
 
     async def list_pods(self) -> Sequence[Pod]:
-        return [self._snapshot(entry) for entry in self._pods.values()]
+        return [snapshot(entry) for entry in self._pods.values()]
 
     # -- ContainerControl -----------------------------------------------------------------
     async def kill_container(self, ref: PodRef, container: str, *, grace_period_seconds: int) -> None:
@@ -404,13 +309,9 @@ class ProcessProvider:
         log.info("process: killing container %s of pod %s (grace %.1fs)", container, ref, grace)
         run.killed = True
         signal_tree(run.process.pid, signal.SIGTERM)
-        run.killer = asyncio.create_task(self._kill_after(run, grace), name=f"kill {ref} {container}")
-
-    async def _kill_after(self, run: _Run, grace: float) -> None:
-        """SIGKILL ``run``'s tree unless it ended within ``grace`` seconds of its SIGTERM."""
-        await self._until_ended(run, self._clock.sleep(grace))
-        if run.code is None and run.process.returncode is None:
-            signal_tree(run.process.pid, signal.SIGKILL)
+        run.killer = asyncio.create_task(
+            self._supervisor.kill_after(run, grace), name=f"kill {ref} {container}"
+        )
 
     # -- PodStatusSource ------------------------------------------------------------------
     async def pod_status_updates(self) -> AsyncIterator[Pod]:
@@ -473,127 +374,22 @@ class ProcessProvider:
     # -- ContainerStreams -----------------------------------------------------------------
     async def container_logs(self, ref: PodRef, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         _, target = self._container(ref, container)
-        index = target.runs - 1
-        if options.previous:
-            index -= 1
-            if index < 0 or not target.log_path(index).exists():
-                raise NotFound(f'previous terminated container "{container}" in pod "{ref.name}" not found')
-        writer = None
-        if not options.previous and target.run is not None and target.run.code is None:
-            writer = target.run.log
-        if index < 0:
-            raise InvalidInput(f'container "{container}" in pod "{ref.name}" is waiting to start')
-        async for chunk in read_log(target.log_path(index), writer, options, now=self._clock.now()):
+        async for chunk in streams.container_logs(ref, target, options, now=self._clock.now()):
             yield chunk
 
     async def exec_in_container(
         self, ref: PodRef, container: str, command: Sequence[str], io: StreamIO
     ) -> int:
-        """Run ``command`` with the container's env and working directory, in its mount
-        namespace when it has volume mounts (it must be running then); its exit code."""
         _, target = self._container(ref, container)
-        if not command:
-            raise InvalidInput("exec needs a command")
-        namespace_of = None
-        if target.mounts or target.entered:
-            run = target.run
-            if run is None or run.code is not None or run.process.returncode is not None:
-                raise InvalidInput(
-                    f"container {container} of pod {ref} is not running: an exec joins its mount namespace"
-                )
-            namespace_of = run.process.pid  # the command is looked up in there
-        elif not resolvable(command[0], env=target.env, cwd=target.cwd):
-            return await _spawn_failed(
-                io, command, FileNotFoundError(errno.ENOENT, "executable file not found")
-            )
-        if io.tty:
-            return await self._exec_tty(target, list(command), io, namespace_of=namespace_of)
-        pipe, null = subprocess.PIPE, subprocess.DEVNULL
-        try:
-            process = await spawn(
-                command,
-                env=target.env,
-                cwd=target.cwd,
-                stdin=pipe if io.stdin else null,
-                stdout=pipe if io.stdout else null,
-                stderr=pipe if io.stderr else null,
-                namespace_of=namespace_of,
-            )
-        except OSError as error:
-            return await _spawn_failed(io, command, error)
-        outputs = []
-        if process.stdout is not None:
-            outputs.append(asyncio.create_task(_copy_out(process.stdout, io.write_stdout)))
-        if process.stderr is not None:
-            outputs.append(asyncio.create_task(_copy_out(process.stderr, io.write_stderr)))
-        feeder = asyncio.create_task(_feed_stdin(io, process.stdin, close_at_eof=True))
-        try:
-            code = await process.wait()
-            await _drain(outputs)
-        finally:
-            feeder.cancel()
-            signal_tree(process.pid, signal.SIGKILL)
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-        return exit_code(code)
+        return await streams.exec_in_container(ref, target, command, io)
 
     async def attach_to_container(self, ref: PodRef, container: str, io: StreamIO) -> int:
-        """Stream the running process's output from now on and feed it stdin (when the spec has
-        ``stdin: true``); returns its exit code when it ends."""
         _, target = self._container(ref, container)
-        run = target.run
-        if run is None or run.code is not None:
-            raise InvalidInput(f"container {container} of pod {ref} is not running")
-        queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
-        run.subscribers.add(queue)
-        if run.terminal is not None:  # tty: stdin and resizes go to its terminal
-            wants_stdin = io.stdin and bool(target.spec.get("stdin"))
-            feeder = asyncio.create_task(ephemeral.feed_terminal(io, run.terminal, stdin=wants_stdin))
-        else:
-            stdin = run.process.stdin if io.stdin else None
-            close_at_eof = bool(target.spec.get("stdinOnce"))
-            feeder = asyncio.create_task(_feed_stdin(io, stdin, close_at_eof=close_at_eof))
-        try:
-            while (item := await queue.get()) is not None:
-                stream, data = item
-                if stream == "stderr" and not io.tty:
-                    if io.stderr:
-                        await io.write_stderr(data)
-                elif io.stdout:
-                    await io.write_stdout(data)
-        finally:
-            feeder.cancel()
-            run.subscribers.discard(queue)
-        await run.ended.wait()
-        assert run.code is not None
-        return run.code
+        return await streams.attach_to_container(ref, target, io)
 
     async def port_forward(self, ref: PodRef, port: int, stream: ByteStream) -> None:
-        """Pump bytes between ``stream`` and 127.0.0.1:``port`` until the process side closes."""
         self._lookup(ref)
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError as error:
-            raise InvalidInput(f"pod {ref}: nothing accepts connections on port {port}: {error}") from error
-
-        async def upstream() -> None:
-            while data := await stream.read():
-                writer.write(data)
-                await writer.drain()
-            if writer.can_write_eof():
-                writer.write_eof()  # half-close: the server may still answer
-
-        sender = asyncio.create_task(upstream())
-        try:
-            while data := await reader.read(65536):
-                await stream.write(data)
-        finally:
-            sender.cancel()
-            writer.close()
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                await sender
-            await stream.close()
+        await streams.port_forward(ref, port, stream)
 
     # -- Stats ----------------------------------------------------------------------------
     async def stats_summary(self) -> Mapping[str, Any]:
@@ -607,50 +403,12 @@ class ProcessProvider:
         return stats.resource_metrics(node, pods, now=now)
 
     # -- running pods ---------------------------------------------------------------------
-    async def _run_pod(self, entry: _PodEntry) -> None:
-        if entry.volumes is not None:
-            failed = await self._sync_volumes(entry)
-            if failed:
-                for container in entry.containers.values():
-                    problems = [failed[m.volume] for m in container.mounts if m.volume in failed]
-                    if problems and container.runnable:
-                        container.block("; ".join(dict.fromkeys(problems)))
-                self._publish(entry)
-        sidecars: list[asyncio.Task[bool]] = []
-        try:
-            for container in entry.init_containers:
-                if entry.stopping.is_set():
-                    return
-                if container.sidecar:
-                    sidecars.append(asyncio.create_task(self._supervise(entry, container, "Always")))
-                    await self._until_stopped(entry, container.started_event.wait())
-                    continue
-                policy = "Never" if entry.pod.restart_policy == "Never" else "OnFailure"
-                if not await self._supervise(entry, container, policy):
-                    if not entry.stopping.is_set():
-                        entry.init_failed = True
-                        self._publish(entry)
-                    return
-            entry.initialized = True
-            self._publish(entry)
-            await asyncio.gather(
-                *(self._supervise(entry, c, entry.pod.restart_policy) for c in entry.main_containers)
-            )
-        finally:
-            if sidecars and not entry.stopping.is_set():
-                # The regular containers are done for good: sidecars stop (and stay stopped).
-                entry.stopping.set()
-                for container in entry.init_containers:
-                    if container.run is not None and container.run.code is None:
-                        signal_tree(container.run.process.pid, signal.SIGTERM)
-            await asyncio.gather(*sidecars, return_exceptions=True)
-
-    def _start_ephemeral(self, entry: _PodEntry) -> None:
+    def _start_ephemeral(self, entry: PodEntry) -> None:
         """Start each ephemeral container of the spec this pod has not seen; once, for good."""
         if entry.deleted or entry.stopping.is_set():
             return
         for spec in ephemeral.new_specs(entry.pod, entry.containers):
-            container = _container(
+            container = new_container(
                 spec,
                 init=False,
                 pod=entry.pod,
@@ -671,185 +429,11 @@ class ProcessProvider:
                 continue  # its waiting state says why
             log.info("process: starting ephemeral container %s of pod %s", container.name, entry.pod.ref)
             name = f"{entry.pod.ref} {container.name}"
-            entry.ephemeral_tasks.add(asyncio.create_task(self._run_once(entry, container), name=name))
-
-    def _target_namespace(self, entry: _PodEntry, container: _Container) -> int | None:
-        """The pid whose mount namespace an ephemeral container joins: its target's, when that
-        container has one (volume mounts); None to run in the host's. OSError when the target
-        has one but is not running."""
-        target = entry.containers.get(str(container.spec.get("targetContainerName") or ""))
-        if not container.ephemeral or container.mounts or target is None or not target.mounts:
-            return None
-        run = target.run
-        if run is None or run.code is not None or run.process.returncode is not None:
-            raise OSError(errno.ESRCH, f"target container {target.name} is not running")
-        return run.process.pid
-
-    async def _supervise(self, entry: _PodEntry, container: _Container, policy: str) -> bool:
-        """Run ``container`` until it will not be restarted; True when it last exited 0."""
-        if not container.runnable:
-            await entry.stopping.wait()  # the waiting state set at creation says why
-            return False
-        while True:
-            code, ran_for = await self._run_once(entry, container)
-            if entry.stopping.is_set():
-                return code == 0
-            # The run that just ended (a failed start keeps an older one, but exits 128 anyway).
-            killed = container.run is not None and container.run.killed
-            if policy == "Never" or (policy == "OnFailure" and code == 0 and not killed):
-                return code == 0
-            if ran_for >= _BACKOFF_RESET_SECONDS:
-                container.crashes = 0
-            delay = min(self._backoff_base * 2**container.crashes, self._backoff_cap)
-            container.crashes += 1
-            container.last_state = container.state
-            container.state = {
-                "waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": f"back-off {delay:g}s restarting failed container={container.name} "
-                    f"pod={entry.pod.ref.name}_{entry.pod.ref.namespace}({entry.pod.ref.uid})",
-                }
-            }
-            self._publish(entry)
-            if not await self._until_stopped(entry, self._clock.sleep(delay)):
-                return code == 0
-            container.restart_count += 1
-
-    async def _run_once(self, entry: _PodEntry, container: _Container) -> tuple[int, float]:
-        """Start one run and wait for its end: (exit code, seconds it ran)."""
-        assert container.argv is not None
-        index = container.runs
-        container.runs += 1
-        remove_quietly(container.log_path(index - 2))  # keep the current and the previous run
-        writer = LogWriter(container.log_path(index))
-        started, started_monotonic = self._clock.now(), self._clock.monotonic()
-        terminal = None
-        try:
-            binds = None
-            namespace_of = self._target_namespace(entry, container)
-            container.entered = namespace_of is not None
-            if container.mounts:
-                # Resolved now, on this host; the working dir and the command are looked up
-                # inside the new namespace, where the volumes are.
-                assert entry.volumes is not None
-                binds = bind_mounts(container.mounts, root=entry.volume_dir, volumes=entry.volumes)
-            elif namespace_of is None:  # else they are looked up in the namespace it joins
-                container.cwd.mkdir(parents=True, exist_ok=True)
-                if not resolvable(container.argv[0], env=container.env, cwd=container.cwd):
-                    raise FileNotFoundError(errno.ENOENT, "executable file not found", container.argv[0])
-            if container.ephemeral and container.spec.get("tty"):
-                terminal = Pty()
-            stdin, stdout, stderr = ephemeral.stdio(container.spec, terminal)
-            process = await spawn(
-                container.argv,
-                env={"TERM": "xterm", **container.env} if terminal else container.env,
-                cwd=container.cwd,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                controlling_tty=terminal is not None,
-                mounts=binds,
-                namespace_of=namespace_of,
+            entry.ephemeral_tasks.add(
+                asyncio.create_task(self._supervisor.run_once(entry, container), name=name)
             )
-        except OSError as error:
-            if terminal is not None:
-                terminal.close()
-            message = f"failed to start {container.argv[0]!r}: {error}"
-            writer.write("stderr", message.encode(), complete=True, moment=started)
-            writer.close()
-            self._terminated(container, 128, started, reason="StartError", message=message)
-            self._publish(entry)
-            return 128, 0.0
-        run = _Run(process=process, log=writer, started=started, started_monotonic=started_monotonic)
-        run.terminal = terminal
-        container.run = run
-        if entry.stopping.is_set():
-            signal_tree(process.pid, signal.SIGTERM)  # deleted while it was starting
-        container.container_id = f"process://{process.pid}"
-        container.state = {"running": {"startedAt": format_time(started)}}
-        container.started_event.set()
-        self._publish(entry)
-        if terminal is not None:
-            terminal.close_slave()  # the process holds it now: its exit ends the output
-            pumps = [asyncio.create_task(self._pump(run, ephemeral.TerminalReader(terminal), "stdout"))]
-        else:
-            assert process.stdout is not None and process.stderr is not None
-            pumps = [
-                asyncio.create_task(self._pump(run, process.stdout, "stdout")),
-                asyncio.create_task(self._pump(run, process.stderr, "stderr")),
-            ]
-        returncode = await process.wait()
-        signal_tree(process.pid, signal.SIGKILL)  # the container ends with its main process
-        await _drain(pumps)
-        if terminal is not None:
-            terminal.close()
-        code = exit_code(returncode)
-        run.code = code
-        writer.close()
-        for queue in run.subscribers:
-            queue.put_nowait(None)
-        run.ended.set()
-        sample = self._cpu_samples.pop(process.pid, None)
-        if sample is not None:
-            self._retired_cpu += sample[1]
-        self._terminated(container, code, started, reason=terminated_reason(code))
-        self._publish(entry)
-        return code, self._clock.monotonic() - started_monotonic
 
-    async def _pump(
-        self, run: _Run, reader: asyncio.StreamReader | ephemeral.TerminalReader, stream: str
-    ) -> None:
-        pending = b""
-        while chunk := await reader.read(65536):
-            for queue in run.subscribers:
-                queue.put_nowait((stream, chunk))
-            *lines, pending = (pending + chunk).split(b"\n")
-            now = self._clock.now()
-            for line in lines:
-                run.log.write(stream, line, complete=True, moment=now)
-            if len(pending) >= 16 * 1024:
-                run.log.write(stream, pending, complete=False, moment=now)
-                pending = b""
-        if pending:
-            run.log.write(stream, pending, complete=False, moment=self._clock.now())
-
-    def _terminated(
-        self, container: _Container, code: int, started: datetime, *, reason: str, message: str = ""
-    ) -> None:
-        terminated: dict[str, Any] = {
-            "exitCode": code,
-            "reason": reason,
-            "startedAt": format_time(started),
-            "finishedAt": format_time(self._clock.now()),
-        }
-        if message:
-            terminated["message"] = message
-        if container.container_id:
-            terminated["containerID"] = container.container_id
-        container.state = {"terminated": terminated}
-
-    async def _until_stopped(self, entry: _PodEntry, awaitable: Any) -> bool:
-        """Await ``awaitable`` unless the pod starts stopping first; True when it completed."""
-        work = asyncio.ensure_future(awaitable)
-        stop = asyncio.create_task(entry.stopping.wait())
-        try:
-            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, stop):
-                task.cancel()
-        return work.done() and not work.cancelled()
-
-    async def _until_ended(self, run: _Run, awaitable: Any) -> None:
-        """Await ``awaitable`` unless ``run`` ends first."""
-        work = asyncio.ensure_future(awaitable)
-        ended = asyncio.create_task(run.ended.wait())
-        try:
-            await asyncio.wait({work, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (work, ended):
-                task.cancel()
-
-    async def _terminate(self, entry: _PodEntry, grace: float) -> None:
+    async def _terminate(self, entry: PodEntry, grace: float) -> None:
         entry.stopping.set()
         runs = [c.run for c in entry.containers.values() if c.run is not None and c.run.code is None]
         for run in runs:
@@ -881,7 +465,7 @@ class ProcessProvider:
         self._pending_volumes.pop(entry.pod.ref.uid, None)  # sent while it was stopping
 
     # -- volumes --------------------------------------------------------------------------
-    def _plan_mounts(self, container: _Container, volumes: PodVolumes) -> None:
+    def _plan_mounts(self, container: Container, volumes: PodVolumes) -> None:
         mounts, problem = parse_mounts(container.spec, env=container.env, volumes=volumes)
         if problem:
             container.block(f"container {container.name}: {problem}")
@@ -905,7 +489,7 @@ class ProcessProvider:
                 log.warning("process: volume mounts are not possible here: %s", self._mount_problem)
         return self._mount_problem
 
-    async def _sync_volumes(self, entry: _PodEntry) -> dict[str, str]:
+    async def _sync_volumes(self, entry: PodEntry) -> dict[str, str]:
         """Write ``entry.volumes`` (the latest wanted) to disk; the volumes that failed, with why."""
         async with entry.volume_lock:
             wanted = entry.volumes
@@ -922,84 +506,28 @@ class ProcessProvider:
                 return {name: f"volume {name!r}: {error}" for name in names}
 
     # -- status ---------------------------------------------------------------------------
-    def _publish(self, entry: _PodEntry) -> None:
-        entry.status = self._status(entry)
-        self._updates.put_nowait(self._snapshot(entry))
+    def _publish(self, entry: PodEntry) -> None:
+        entry.status = pod_status(entry, host_ip=self._host_ip, now=self._clock.now())
+        self._updates.put_nowait(snapshot(entry))
 
-    def _status(self, entry: _PodEntry) -> dict[str, Any]:
-        now = format_time(self._clock.now())
-        mains = [_container_status(c) for c in entry.main_containers]
-        inits = [_container_status(c) for c in entry.init_containers]
-        if entry.stopping.is_set() and all("terminated" in (s["state"]) for s in mains):
-            phase = final_phase(mains)
-        else:
-            phase = pod_phase(
-                mains,
-                restart_policy=entry.pod.restart_policy,
-                initialized=entry.initialized,
-                init_failed=entry.init_failed,
-            )
-        ready = phase is PodPhase.RUNNING and all(s["ready"] for s in mains)
-        not_ready_reason = "PodCompleted" if phase.is_terminal else "ContainersNotReady"
-        wanted = [
-            ("PodScheduled", True, ""),
-            ("Initialized", entry.initialized, "ContainersNotInitialized"),
-            ("ContainersReady", ready, not_ready_reason),
-            ("Ready", ready, not_ready_reason),
-        ]
-        conditions = []
-        for kind, ok, reason in wanted:
-            value = "True" if ok else "False"
-            previous = entry.transitions.get(kind)
-            if previous is None or previous[0] != value:
-                entry.transitions[kind] = (value, now)
-            condition: dict[str, Any] = {
-                "type": kind,
-                "status": value,
-                "lastProbeTime": None,
-                "lastTransitionTime": entry.transitions[kind][1],
-            }
-            if not ok and reason:
-                condition["reason"] = reason
-            conditions.append(condition)
-        status = copy.deepcopy(dict(entry.pod.status))
-        status.update(
-            {
-                "phase": phase.value,
-                "hostIP": self._host_ip,
-                "hostIPs": [{"ip": self._host_ip}],
-                "podIP": self._host_ip,
-                "podIPs": [{"ip": self._host_ip}],
-                "startTime": entry.start_time,
-                "conditions": conditions,
-                "containerStatuses": mains,
-            }
-        )
-        if inits:
-            status["initContainerStatuses"] = inits
-        if entry.ephemeral_containers:
-            status["ephemeralContainerStatuses"] = [
-                ephemeral.status(_container_status(c)) for c in entry.ephemeral_containers
-            ]
-        return status
-
-    def _snapshot(self, entry: _PodEntry) -> Pod:
-        manifest = copy.deepcopy(dict(entry.pod.manifest))
-        manifest["status"] = copy.deepcopy(entry.status)
-        return Pod(entry.pod.ref, manifest)
-
-    def _lookup(self, ref: PodRef) -> _PodEntry:
+    def _lookup(self, ref: PodRef) -> PodEntry:
         entry = self._pods.get(ref.uid)
         if entry is None:
             raise NotFound(f"pod {ref} not found in the process provider")
         return entry
 
-    def _container(self, ref: PodRef, name: str) -> tuple[_PodEntry, _Container]:
+    def _container(self, ref: PodRef, name: str) -> tuple[PodEntry, Container]:
         entry = self._lookup(ref)
         container = entry.containers.get(name)
         if container is None:
             raise NotFound(f"container {name} not found in pod {ref}")
         return entry, container
+
+    def _retire_cpu(self, pid: int) -> None:
+        """The run led by ``pid`` ended: its last CPU sample moves to the node's retired total."""
+        sample = self._cpu_samples.pop(pid, None)
+        if sample is not None:
+            self._retired_cpu += sample[1]
 
     # -- usage ----------------------------------------------------------------------------
     async def _usage(self) -> tuple[stats.NodeUsage, list[stats.PodUsage]]:
@@ -1040,157 +568,5 @@ class ProcessProvider:
         )
         return node, pods
 
-    async def _exec_tty(
-        self, target: _Container, argv: list[str], io: StreamIO, *, namespace_of: int | None = None
-    ) -> int:
-        terminal = Pty()
-        sized = asyncio.Event()
 
-        async def resize() -> None:
-            try:
-                async for size in io.resizes():
-                    terminal.resize(width=size.width, height=size.height)
-                    sized.set()
-            finally:
-                sized.set()
-
-        # kubectl sends the terminal's size right after the stream opens; a command spawned before
-        # it arrives (`stty size`, a shell laying out its prompt) would see 0x0.
-        resizer = asyncio.create_task(resize())
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sized.wait(), _FIRST_RESIZE_WAIT_SECONDS)
-            try:
-                process = await spawn(
-                    argv,
-                    env={"TERM": "xterm", **target.env},
-                    cwd=target.cwd,
-                    stdin=terminal.slave,
-                    stdout=terminal.slave,
-                    stderr=terminal.slave,
-                    controlling_tty=True,
-                    namespace_of=namespace_of,
-                )
-            except OSError as error:
-                return await _spawn_failed(io, argv, error)
-            terminal.close_slave()
-
-            async def output() -> None:
-                while data := await terminal.read():
-                    await io.write_stdout(data)
-
-            async def feed() -> None:
-                if io.stdin:
-                    while data := await io.read_stdin():
-                        await terminal.write(data)
-
-            helpers = [asyncio.create_task(feed()), resizer]
-            reader = asyncio.create_task(output())
-            try:
-                code = await process.wait()
-                await _drain([reader])
-            finally:
-                for task in helpers:
-                    task.cancel()
-                signal_tree(process.pid, signal.SIGKILL)
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-            return exit_code(code)
-        finally:
-            resizer.cancel()
-            terminal.close()
-
-
-def _container(
-    spec: Mapping[str, Any],
-    *,
-    init: bool,
-    pod: Pod,
-    work: Path,
-    log_root: Path,
-    root: Path,
-    api_server: tuple[str, int] | None,
-) -> _Container:
-    env = {
-        "PATH": os.environ.get("PATH") or _DEFAULT_PATH,
-        "HOSTNAME": pod.ref.name,
-        ROOT_MARKER: str(root.resolve()),
-    }
-    for variable in spec.get("env") or ():
-        if "value" in variable or "valueFrom" not in variable:
-            env[str(variable["name"])] = str(variable.get("value") or "")
-    if api_server is not None:
-        # After the pod's env: vkubelet's service links put the `kubernetes` Service's cluster IP
-        # here, which does not route on this host network (no kube-proxy); the real address does.
-        env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"] = api_server[0], str(api_server[1])
-    command = [str(part) for part in spec.get("command") or ()]
-    args = [str(part) for part in spec.get("args") or ()]
-    argv = [expand(part, env.get) for part in command + args] if command else None
-    name = str(spec.get("name") or "")
-    cwd = Path(str(spec["workingDir"])) if spec.get("workingDir") else work
-    container = _Container(spec=spec, init=init, env=env, argv=argv, cwd=cwd, log_dir=log_root / name)
-    if argv is None:
-        container.state = {
-            "waiting": {
-                "reason": "CreateContainerConfigError",
-                "message": f"container {name} has no command: the process provider ignores images, "
-                "so there is no entrypoint to run; set command (and args)",
-            }
-        }
-    return container
-
-
-def _container_status(container: _Container) -> dict[str, Any]:
-    running = "running" in container.state
-    return {
-        "name": container.name,
-        "image": str(container.spec.get("image") or ""),
-        "imageID": "",
-        "containerID": container.container_id,
-        "restartCount": container.restart_count,
-        "ready": running,
-        "started": running,
-        "state": copy.deepcopy(container.state),
-        "lastState": copy.deepcopy(container.last_state),
-    }
-
-
-async def _copy_out(reader: asyncio.StreamReader, write: Any) -> None:
-    while data := await reader.read(65536):
-        await write(data)
-
-
-async def _feed_stdin(io: StreamIO, writer: asyncio.StreamWriter | None, *, close_at_eof: bool) -> None:
-    if writer is None or not io.stdin:
-        return
-    try:
-        while data := await io.read_stdin():
-            writer.write(data)
-            await writer.drain()
-        if close_at_eof:
-            writer.close()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the process stopped reading: its exit ends the session
-
-
-async def _drain(tasks: Sequence[asyncio.Task[None]]) -> None:
-    """Let output pumps finish; one held open by an escaped grandchild is cut off."""
-    if not tasks:
-        return
-    _, pending = await asyncio.wait(tasks, timeout=_DRAIN_SECONDS)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _spawn_failed(io: StreamIO, argv: Sequence[str], error: OSError) -> int:
-    message = f"exec {argv[0]!r} failed: {error.strerror or error}\n".encode()
-    if io.stderr and not io.tty:
-        await io.write_stderr(message)
-    elif io.stdout:
-        await io.write_stdout(message)
-    return 127 if isinstance(error, FileNotFoundError) else 126
-
-
-__all__ = ["ProcessProvider"]
+__all__ = ["ROOT_MARKER", "ProcessProvider"]
