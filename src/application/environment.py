@@ -36,13 +36,17 @@ class EnvironmentResolver:
         self._host_ip = host_ip
         self._allocatable: Mapping[str, str] | None = None
 
-    async def resolve(self, pod: Pod) -> EnvResolution:
-        """Raises a domain error only when services cannot be listed (retry later)."""
+    async def resolve(self, pod: Pod, *, fresh: bool = False) -> EnvResolution:
+        """Raises a domain error only when services cannot be listed (retry later). ``fresh``:
+        read the configmaps and secrets past any cache (the pod's first resolution)."""
         sources = required_sources(pod)
         namespace = sources.namespace
         config_maps, secrets, services, master = await asyncio.gather(
-            lookups(sources.config_maps, lambda name: self._configs.get_config_map(namespace, name)),
-            lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name)),
+            lookups(
+                sources.config_maps,
+                lambda name: self._configs.get_config_map(namespace, name, fresh=fresh),
+            ),
+            lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name, fresh=fresh)),
             self._services(namespace) if sources.service_links else _nothing(),
             self._master_services(),
         )

@@ -451,10 +451,12 @@ class PodController:
 
     async def _create(self, api_pod: Pod | None, provider_pod: Pod | None) -> None:
         assert api_pod is not None
-        resolved = await self._resolve(api_pod)
+        # Read past the config cache, as the kubelet does for a pod it registers: a pod created
+        # just after its configmap changed must not start with the old data.
+        resolved = await self._resolve(api_pod, fresh=True)
         # A (re)create always sends the volumes: a provider that lost the pod lost them too.
         self._volume_digests.pop(api_pod.ref.uid, None)
-        if not await self._hand_volumes(api_pod):
+        if not await self._hand_volumes(api_pod, fresh=True):
             return
         try:
             with self._tracer.span("Provider.create_pod", self._pod_attributes(api_pod)):
@@ -548,9 +550,9 @@ class PodController:
     }
 
     # -- helpers ----------------------------------------------------------------------------
-    async def _resolve(self, api_pod: Pod) -> Pod:
+    async def _resolve(self, api_pod: Pod, *, fresh: bool = False) -> Pod:
         """Resolve env/downward API; a missing mandatory reference shows on the pod and retries."""
-        outcome = await self._environment.resolve(api_pod)
+        outcome = await self._environment.resolve(api_pod, fresh=fresh)
         for event in outcome.events:
             self._record(api_pod, EventType(event.type), event.reason, event.message)
         if outcome.failure is not None:
@@ -565,7 +567,7 @@ class PodController:
         assert outcome.pod is not None
         return outcome.pod
 
-    async def _hand_volumes(self, api_pod: Pod) -> bool:
+    async def _hand_volumes(self, api_pod: Pod, *, fresh: bool = False) -> bool:
         """Resolve the pod's volumes and send them when they changed (always before a create).
         A missing mandatory source is a FailedMount event, and the sync retries later. False
         when the provider refused them for good (the pod is then marked failed)."""
@@ -576,7 +578,7 @@ class PodController:
                 for event in dropped_volume_events(api_pod, native_kinds=self._native_volume_kinds):
                     self._record(api_pod, EventType(event.type), event.reason, event.message)
             return True
-        outcome = await self._volumes.resolve(api_pod, native_kinds=self._native_volume_kinds)
+        outcome = await self._volumes.resolve(api_pod, native_kinds=self._native_volume_kinds, fresh=fresh)
         if outcome.failure is not None:
             for event in outcome.events:
                 self._record(api_pod, EventType(event.type), event.reason, event.message)

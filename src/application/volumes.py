@@ -1,7 +1,8 @@
 """Fetch what a pod's volumes reference, then project them with the pure domain rules.
 
 ConfigMaps (``data`` and ``binaryData`` as files) and Secrets come from the ConfigSource
-(per-object GETs behind its short TTL cache, the same reads env resolution makes);
+(per-object GETs behind its short TTL cache, the same reads env resolution makes; a pod's first
+resolution reads them fresh, past the cache);
 service-account tokens from the TokenRequest API, bound to the pod. A token is requested once
 per pod and (audience, expiration) and kept until the kubelet's refresh rule says it is due
 (80 % of its lifetime, or 24 h), so the periodic volume check costs no token request until then.
@@ -43,14 +44,20 @@ class VolumeResolver:
         self._held: dict[str, dict[TokenRequestSpec, tuple[IssuedToken, datetime]]] = {}
         self._allocatable: Mapping[str, str] | None = None
 
-    async def resolve(self, pod: Pod, *, native_kinds: frozenset[str] = frozenset()) -> VolumeResolution:
+    async def resolve(
+        self, pod: Pod, *, native_kinds: frozenset[str] = frozenset(), fresh: bool = False
+    ) -> VolumeResolution:
         """The pod's volume contents; volumes of ``native_kinds`` (the provider's
-        ``native_volume_kinds``) are neither fetched nor warned about."""
+        ``native_volume_kinds``) are neither fetched nor warned about. ``fresh``: read the
+        configmaps and secrets past any cache (the pod's first resolution)."""
         sources = required_volume_sources(pod, native_kinds=native_kinds)
         namespace = sources.namespace
         config_maps, secrets, tokens = await asyncio.gather(
-            lookups(sources.config_maps, lambda name: self._configs.get_config_map_files(namespace, name)),
-            lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name)),
+            lookups(
+                sources.config_maps,
+                lambda name: self._configs.get_config_map_files(namespace, name, fresh=fresh),
+            ),
+            lookups(sources.secrets, lambda name: self._configs.get_secret(namespace, name, fresh=fresh)),
             self._tokens_for(pod, sources.service_account, sources.tokens),
         )
         return project_volumes(

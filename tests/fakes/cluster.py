@@ -639,46 +639,78 @@ class FakeLeaseGateway(_FakeBase):
 
 
 class FakeConfigSource(_FakeBase):
-    """``ConfigSource`` over dicts; failures can target one object (``namespace=``, ``name=``)."""
+    """``ConfigSource`` over dicts; failures can target one object (``namespace=``, ``name=``).
+
+    By default every read sees the dicts as they are. With ``ttl_seconds`` > 0 it serves stale
+    answers as the adapter's cache may: a read that is not ``fresh`` gets what the last read of
+    that configmap or secret saw, when that was less than ``ttl_seconds`` ago on ``clock``.
+    """
 
     PORT_METHODS = frozenset({"get_config_map", "get_config_map_files", "get_secret", "list_services"})
     MATCH_KEYS = frozenset({"namespace", "name"})
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: FakeClock | None = None, ttl_seconds: float = 0.0) -> None:
         super().__init__()
         self.config_maps: dict[tuple[str, str], dict[str, str]] = {}  # data
         # binaryData, decoded; a configmap exists when it is in config_maps
         self.config_map_binary_data: dict[tuple[str, str], dict[str, bytes]] = {}
         self.secrets: dict[tuple[str, str], dict[str, bytes]] = {}
         self.services: dict[str, list[ServiceInfo]] = {}
+        self.clock = clock
+        self.ttl_seconds = ttl_seconds
+        # (kind, namespace, name) -> (monotonic time of the read, what it saw; None: missing)
+        self._seen: dict[tuple[str, str, str], tuple[float, Any]] = {}
 
-    async def get_config_map(self, namespace: str, name: str) -> Mapping[str, str]:
-        self._enter("get_config_map", {"namespace": namespace, "name": name}, namespace=namespace, name=name)
-        data = self.config_maps.get((namespace, name))
-        if data is None:
-            raise NotFound(f'configmaps "{name}" not found in namespace {namespace}')
-        return dict(data)
-
-    async def get_config_map_files(self, namespace: str, name: str) -> Mapping[str, bytes]:
+    async def get_config_map(self, namespace: str, name: str, *, fresh: bool = False) -> Mapping[str, str]:
         subject = {"namespace": namespace, "name": name}
-        self._enter("get_config_map_files", subject, namespace=namespace, name=name)
-        data = self.config_maps.get((namespace, name))
-        if data is None:
+        self._enter("get_config_map", subject, namespace=namespace, name=name, fresh=fresh)
+        seen = self._read(("configmap", namespace, name), fresh=fresh)
+        if seen is None:
             raise NotFound(f'configmaps "{name}" not found in namespace {namespace}')
+        return dict(seen[0])
+
+    async def get_config_map_files(
+        self, namespace: str, name: str, *, fresh: bool = False
+    ) -> Mapping[str, bytes]:
+        subject = {"namespace": namespace, "name": name}
+        self._enter("get_config_map_files", subject, namespace=namespace, name=name, fresh=fresh)
+        seen = self._read(("configmap", namespace, name), fresh=fresh)
+        if seen is None:
+            raise NotFound(f'configmaps "{name}" not found in namespace {namespace}')
+        data, binary_data = seen
         files = {key: value.encode() for key, value in data.items()}
-        files.update(self.config_map_binary_data.get((namespace, name), {}))
+        files.update(binary_data)
         return files
 
-    async def get_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
-        self._enter("get_secret", {"namespace": namespace, "name": name}, namespace=namespace, name=name)
-        data = self.secrets.get((namespace, name))
-        if data is None:
+    async def get_secret(self, namespace: str, name: str, *, fresh: bool = False) -> Mapping[str, bytes]:
+        subject = {"namespace": namespace, "name": name}
+        self._enter("get_secret", subject, namespace=namespace, name=name, fresh=fresh)
+        seen = self._read(("secret", namespace, name), fresh=fresh)
+        if seen is None:
             raise NotFound(f'secrets "{name}" not found in namespace {namespace}')
-        return dict(data)
+        return dict(seen)
 
     async def list_services(self, namespace: str) -> Sequence[ServiceInfo]:
         self._enter("list_services", {"namespace": namespace}, namespace=namespace)
         return [s for s in self.services.get(namespace, []) if s.cluster_ip not in ("", "None")]
+
+    def _read(self, key: tuple[str, str, str], *, fresh: bool) -> Any:
+        """What a read of ``key`` sees: the dicts now, or a stale copy while one is cached."""
+        now = self.clock.monotonic() if self.clock is not None else 0.0
+        cached = self._seen.get(key)
+        if not fresh and self.ttl_seconds > 0 and cached is not None and now - cached[0] < self.ttl_seconds:
+            return cached[1]
+        kind, namespace, name = key
+        current: Any
+        if kind == "secret":
+            current = copy.deepcopy(self.secrets.get((namespace, name)))
+        elif (namespace, name) in self.config_maps:
+            binary = self.config_map_binary_data.get((namespace, name), {})
+            current = (dict(self.config_maps[(namespace, name)]), dict(binary))
+        else:
+            current = None
+        self._seen[key] = (now, current)
+        return current
 
     # -- helpers for tests --------------------------------------------------------------
     def add_config_map(

@@ -536,6 +536,24 @@ async def test_config_source_files_view_merges_binary_data_that_env_does_not_see
         await config.get_config_map_files("ns", "cfg")
 
 
+async def test_config_source_with_a_ttl_serves_stale_answers_unless_asked_fresh() -> None:
+    clock = FakeClock()
+    config = FakeConfigSource(clock=clock, ttl_seconds=5)
+    config.add_config_map("ns", "cfg", {"k": "old"})
+    assert await config.get_config_map("ns", "cfg") == {"k": "old"}
+    config.add_config_map("ns", "cfg", {"k": "new"})
+    assert await config.get_config_map_files("ns", "cfg") == {"k": b"old"}  # one entry, both views
+    assert await config.get_config_map("ns", "cfg", fresh=True) == {"k": "new"}
+    assert await config.get_config_map("ns", "cfg") == {"k": "new"}  # the fresh answer is cached
+    with pytest.raises(NotFound):
+        await config.get_secret("ns", "sec")
+    config.add_secret("ns", "sec", {"pw": "x"})
+    with pytest.raises(NotFound):
+        await config.get_secret("ns", "sec")  # a missing one is cached too
+    await clock.advance(5)
+    assert await config.get_secret("ns", "sec") == {"pw": b"x"}
+
+
 # -- events ----------------------------------------------------------------------------------
 
 

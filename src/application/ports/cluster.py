@@ -126,21 +126,31 @@ class LeaseGateway(Protocol):
 
 
 class ConfigSource(Protocol):
-    """ConfigMaps, Secrets and Services for environment and volume resolution (read-only)."""
+    """ConfigMaps, Secrets and Services for environment and volume resolution (read-only).
 
-    async def get_config_map(self, namespace: str, name: str) -> Mapping[str, str]:
+    Answers may come from a cache, so one can be a few seconds older than the object on the API
+    server. ``fresh=True`` asks for an answer read from the API server after the call began
+    (neither a cached answer nor one of a request already in flight); it also serves as the
+    cached answer for later readers. The kubelet reads a pod's objects afresh like this when it
+    first sees the pod, so a pod created just after its configmap was changed gets the new data.
+    Services have no ``fresh``: the kubelet's service env comes from an informer, which lags too.
+    """
+
+    async def get_config_map(self, namespace: str, name: str, *, fresh: bool = False) -> Mapping[str, str]:
         """The configmap's ``data`` (what env reads; ``binaryData`` is not part of it, as in the
         kubelet). Raises NotFound."""
         ...
 
-    async def get_config_map_files(self, namespace: str, name: str) -> Mapping[str, bytes]:
+    async def get_config_map_files(
+        self, namespace: str, name: str, *, fresh: bool = False
+    ) -> Mapping[str, bytes]:
         """The configmap as a volume sees it: ``data`` encoded as UTF-8 plus ``binaryData``
         base64-decoded, in one key space (the API server keeps the two sets of keys disjoint).
         Raises NotFound, or InvalidInput naming the configmap and the key when a ``binaryData``
         value is not valid base64."""
         ...
 
-    async def get_secret(self, namespace: str, name: str) -> Mapping[str, bytes]:
+    async def get_secret(self, namespace: str, name: str, *, fresh: bool = False) -> Mapping[str, bytes]:
         """The secret's decoded ``data``. Raises NotFound."""
         ...
 

@@ -27,15 +27,23 @@ class StubClient:
         self.objects = dict(objects)
         self.gets: Counter[str] = Counter()
         self.gate: asyncio.Event | None = None  # set: answers wait for it
+        # Not None: each answer waits for its own event, appended here as the request arrives.
+        self.holds: list[asyncio.Event] | None = None
 
     async def request(self, method: str, path: str, *, what: str, **_: Any) -> dict[str, Any]:
         assert method == "GET"
         self.gets[path] += 1
+        # The server reads the object when the request arrives; only the answer is delayed.
+        found = dict(self.objects[path]) if path in self.objects else None
         if self.gate is not None:
             await self.gate.wait()
-        if path not in self.objects:
+        if self.holds is not None:
+            hold = asyncio.Event()
+            self.holds.append(hold)
+            await hold.wait()
+        if found is None:
             raise NotFound(f"{what}: not found")
-        return dict(self.objects[path])
+        return found
 
 
 def source_for(
@@ -135,3 +143,81 @@ async def test_secrets_share_the_base64_decoding() -> None:
     assert await source.get_secret("ns", "sec") == {"pw": RAW}
     with pytest.raises(InvalidInput, match=r"secret ns/bad: data\['pw'\] is not valid base64"):
         await source.get_secret("ns", "bad")
+
+
+# -- fresh reads (a pod's first resolution) ----------------------------------------------------
+
+SECRET_PATH = "/api/v1/namespaces/ns/secrets/sec"
+
+
+def secret(value: bytes) -> dict[str, Any]:
+    return {"data": {"pw": base64.b64encode(value).decode()}}
+
+
+async def test_a_fresh_read_bypasses_the_cached_answer_and_replaces_it() -> None:
+    source, client = source_for({CM_PATH: config_map({"k": "old"}, {}), SECRET_PATH: secret(b"old")})
+    assert await source.get_config_map("ns", "cm") == {"k": "old"}
+    assert await source.get_secret("ns", "sec") == {"pw": b"old"}
+    client.objects.update({CM_PATH: config_map({"k": "new"}, {}), SECRET_PATH: secret(b"new")})
+
+    # Within the TTL a plain read is the cached answer; a fresh one asks the server.
+    assert await source.get_config_map_files("ns", "cm") == {"k": b"old"}
+    assert await source.get_config_map_files("ns", "cm", fresh=True) == {"k": b"new"}
+    assert await source.get_secret("ns", "sec") == {"pw": b"old"}
+    assert await source.get_secret("ns", "sec", fresh=True) == {"pw": b"new"}
+    assert (client.gets[CM_PATH], client.gets[SECRET_PATH]) == (2, 2)
+
+    # The fresh answers are now the cached ones, for both configmap views.
+    assert await source.get_config_map("ns", "cm") == {"k": "new"}
+    assert await source.get_config_map_files("ns", "cm") == {"k": b"new"}
+    assert await source.get_secret("ns", "sec") == {"pw": b"new"}
+    assert (client.gets[CM_PATH], client.gets[SECRET_PATH]) == (2, 2)
+
+    # A deletion is seen by a fresh read and cached like any answer.
+    del client.objects[CM_PATH]
+    with pytest.raises(NotFound):
+        await source.get_config_map("ns", "cm", fresh=True)
+    with pytest.raises(NotFound):
+        await source.get_config_map_files("ns", "cm")
+    assert client.gets[CM_PATH] == 3
+
+
+async def test_a_fresh_read_joins_no_older_request_in_flight_and_its_answer_outlives_it() -> None:
+    clock = FakeClock()
+    source, client = source_for({CM_PATH: config_map({"k": "old"}, {})}, clock)
+    client.holds = []
+    older = asyncio.create_task(source.get_config_map("ns", "cm"))
+    await clock.settle()
+    assert client.gets[CM_PATH] == 1
+
+    client.objects[CM_PATH] = config_map({"k": "new"}, {})
+    fresh = asyncio.create_task(source.get_config_map("ns", "cm", fresh=True))
+    await clock.settle()
+    assert client.gets[CM_PATH] == 2  # its own GET, not the one started before the change
+    joined = asyncio.create_task(source.get_config_map("ns", "cm"))
+    await clock.settle()
+    assert client.gets[CM_PATH] == 2  # a plain read shares the latest request
+
+    older_hold, fresh_hold = client.holds
+    fresh_hold.set()
+    assert (await fresh, await joined) == ({"k": "new"}, {"k": "new"})
+    assert not older.done()
+    older_hold.set()
+    assert await older == {"k": "old"}  # it asked before the change
+
+    # The older request finished last, yet the cache keeps the answer of the later one.
+    assert await source.get_config_map("ns", "cm") == {"k": "new"}
+    assert client.gets[CM_PATH] == 2
+    await clock.advance(6)  # and that answer expires like any other
+    client.holds = None
+    assert await source.get_config_map("ns", "cm") == {"k": "new"}
+    assert client.gets[CM_PATH] == 3
+
+
+async def test_services_are_always_served_from_the_cache() -> None:
+    path = "/api/v1/namespaces/ns/services"
+    source, client = source_for({path: {"items": []}})
+    assert await source.list_services("ns") == []
+    client.objects[path] = {"items": [{"metadata": {"name": "api"}, "spec": {"clusterIP": "10.0.0.9"}}]}
+    assert await source.list_services("ns") == []  # the kubelet's service env lags (an informer) too
+    assert client.gets[path] == 1

@@ -329,7 +329,7 @@ async def test_the_resolver_reads_config_maps_through_the_files_view_once_each()
         "b": {"mode": b"prod", "logo.png": PNG},
     }
     assert [call.args for call in h.configs.calls_to("get_config_map_files")] == [
-        {"namespace": NS, "name": "assets"}
+        {"namespace": NS, "name": "assets", "fresh": False}
     ]
     assert h.configs.calls_to("get_config_map") == []
 
