@@ -39,6 +39,10 @@ DEFAULT_LISTEN_HOST = "0.0.0.0"
 DEFAULT_LISTEN_PORT = 10250
 DEFAULT_METRICS_ADDR = ":10255"
 DEFAULT_SERVICE_NAME = "virtual-kubelet"
+# The built-in trace exporters, in the order help and errors list them: the one list of their
+# names. vkubelet.adapters.telemetry.exporters has a factory for each; --trace-exporter accepts
+# them (and any the composition root registers besides).
+TRACE_EXPORTERS: tuple[str, ...] = ("jaeger", "otlp", "zpages")
 DEFAULT_LOG_LEVEL = "info"
 
 

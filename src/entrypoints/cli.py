@@ -26,6 +26,7 @@ from vkubelet.entrypoints.cli_args import (
     parse_command_line,
 )
 from vkubelet.entrypoints.container import EXPORTER_NAMES, PROVIDER_NAMES
+from vkubelet.entrypoints.multinode import MultiNodeError, node_settings
 
 log = logging.getLogger("vkubelet")
 
@@ -38,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = parse_command_line(
             arguments, os.environ, providers=PROVIDER_NAMES, exporters=EXPORTER_NAMES
         )
-    except CliError as error:
+        if isinstance(command, RunCommand):
+            node_settings(command.settings, command.node_names)  # port range, --leader-elect
+    except (CliError, MultiNodeError) as error:
         print(f"virtual-kubelet: {error}", file=sys.stderr)
         return error.exit_code
     if isinstance(command, HelpCommand):
@@ -58,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for note in command.notes:
         log.debug("%s", note)
     try:
-        return run(command.settings)
+        return run(command.settings, node_names=command.node_names)
     except (DomainError, OSError, ValueError) as error:
         log.error("virtual-kubelet: %s", error)
         print(f"virtual-kubelet: {error}", file=sys.stderr)
@@ -68,13 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run(settings: Settings) -> int:
-    from vkubelet.entrypoints.daemon import StartupError, run_daemon  # heavy imports: `run` only
+def run(settings: Settings, *, node_names: Sequence[str] = ()) -> int:
+    from vkubelet.entrypoints.daemon import StartupError, run_nodes  # heavy imports: `run` only
 
     try:
         # cli_args decided it, once: --local-control-plane, or no kubeconfig and not in a cluster.
         with _control_plane(settings) as settings:
-            return asyncio.run(run_daemon(settings, internal_ip=node_ip(settings)))
+            nodes = node_settings(settings, node_names)  # several --nodename: one stack each
+            return asyncio.run(run_nodes(nodes, internal_ip=node_ip(settings)))
     except StartupError as error:
         log.error("virtual-kubelet: %s", error)
         print(f"virtual-kubelet: {error}", file=sys.stderr)

@@ -4,7 +4,8 @@ Startup: kubelet API server (its port goes into the Node), pod controller (lists
 what the provider already runs), node registration, then the controllers' loops. Shutdown on
 SIGTERM/SIGINT: stop taking new work, let in-flight syncs finish, mark the node NotReady
 (``--shutdown-node-not-ready``), stop the API server, flush events, close the provider and the
-client, exit 0. A second signal exits at once.
+client, exit 0. A second signal exits at once. Several ``--nodename``: :func:`run_nodes` runs
+one such stack per name side by side (multinode.py).
 
 With ``--rotate-server-certificates`` the serving-certificate manager starts once the node is
 registered (its CSR names the Node's addresses) and runs beside the controllers; until its first
@@ -27,7 +28,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from vkubelet.adapters.kubernetes.client import KubeClient
 from vkubelet.application.leader import LeaderElector
@@ -60,6 +61,48 @@ async def run_daemon(settings: Settings, *, internal_ip: str) -> int:
     stop = asyncio.Event()
     with _signals(stop):
         return await _run(container, settings, stop)
+
+
+async def run_nodes(nodes: Sequence[Settings], *, internal_ip: str) -> int:
+    """Several nodes in one process (multinode.py), each its own container and stack, run
+    side by side: one signal stops them all; one node failing stops the others and fails the
+    process with a StartupError naming it. One node: exactly :func:`run_daemon`."""
+    if len(nodes) == 1:
+        return await run_daemon(nodes[0], internal_ip=internal_ip)
+    containers = [Application(settings=node, internal_ip=internal_ip) for node in nodes]
+    # One tracer provider per process (it is installed globally, and zpages binds a port):
+    # the first node's, shared by the others.
+    for container in containers[1:]:
+        container.telemetry.override(containers[0].telemetry)
+    stop = asyncio.Event()
+    with _signals(stop):
+        telemetry = containers[0].telemetry()
+        await telemetry.start()
+        try:
+            runs = [
+                asyncio.create_task(_run_node(container, node, stop), name=f"node-{node.node.name}")
+                for container, node in zip(containers, nodes, strict=True)
+            ]
+            results = await asyncio.gather(*runs, return_exceptions=True)
+        finally:
+            await telemetry.shutdown()
+    codes: list[int] = []
+    for node, result in zip(nodes, results, strict=True):
+        if isinstance(result, StartupError | DomainError | OSError | ValueError):
+            raise StartupError(f"node {node.node.name}: {result}") from result
+        if isinstance(result, BaseException):
+            log.error("node %s failed: %r", node.node.name, result)  # a bug: its traceback follows
+            raise result
+        codes.append(result)
+    return max(codes)
+
+
+async def _run_node(container: Application, settings: Settings, stop: asyncio.Event) -> int:
+    try:
+        return await _run_traced(container, settings, stop)
+    except BaseException:
+        stop.set()  # the other nodes shut down cleanly; the process then fails
+        raise
 
 
 async def _run(container: Application, settings: Settings, stop: asyncio.Event) -> int:

@@ -25,6 +25,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from vkubelet.application.settings import TRACE_EXPORTERS
 from vkubelet.domain.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -208,9 +209,14 @@ def zpages_factory(context: ExporterContext) -> ExporterSetup:
     return ExporterSetup(processor, start=server.start, stop=server.stop)
 
 
-DEFAULT_REGISTRY = ExporterRegistry(
-    {"jaeger": jaeger_factory, "otlp": otlp_factory, "zpages": zpages_factory}
-)
+_BUILTIN_FACTORIES: Mapping[str, ExporterFactory] = {
+    "jaeger": jaeger_factory,
+    "otlp": otlp_factory,
+    "zpages": zpages_factory,
+}
+# Which exporters are built in, and their order, is TRACE_EXPORTERS' (the settings' list): a name
+# there without a factory here fails at import, not when a user picks it.
+DEFAULT_REGISTRY = ExporterRegistry({name: _BUILTIN_FACTORIES[name] for name in TRACE_EXPORTERS})
 
 
 def register_exporter(name: str, factory: ExporterFactory, *, replace: bool = False) -> None:
