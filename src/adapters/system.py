@@ -1,8 +1,9 @@
-"""The real clock, and what the host looks like from the network."""
+"""The real clock, and what the host looks like: its network address, its CPU architecture."""
 
 from __future__ import annotations
 
 import asyncio
+import platform
 import shutil
 import socket
 import threading
@@ -47,3 +48,26 @@ def die_with_parent_prefix() -> list[str]:
     if setpriv is None or threading.current_thread() is not threading.main_thread():
         return []
     return [setpriv, "--pdeathsig", "KILL", "--"]
+
+
+# platform.machine() spellings -> Go's GOARCH names, which Kubernetes uses for kubernetes.io/arch.
+_GO_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "i386": "386",
+    "i686": "386",
+    "x86": "386",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+}
+
+
+def host_architecture() -> str:
+    """The host's CPU architecture under its Go name (``amd64``, ``arm64``, ...)."""
+    machine = platform.machine().lower()
+    return _GO_ARCH.get(machine, machine or "amd64")

@@ -34,8 +34,8 @@ from vkubelet.adapters.kubernetes.nodes import KubernetesNodeGateway
 from vkubelet.adapters.kubernetes.pods import KubernetesPodGateway
 from vkubelet.adapters.kubernetes.reviews import KubernetesAccessReviewer, KubernetesTokenReviewer
 from vkubelet.adapters.kubernetes.tokens import KubernetesTokenIssuer
-from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.node_config import load_mock_config
 from vkubelet.adapters.probing import StreamProber
 from vkubelet.adapters.process.config import host_and_port, load_process_config
 from vkubelet.adapters.process.provider import ProcessProvider

@@ -4,7 +4,7 @@
     vkubelet-mock-provider --listen unix:///run/vk-mock.sock
 
 The conformance kit and the e2e tests run against it. ``--provider-config`` is the mock's own
-format (JSON keyed by node name, see ``vkubelet.adapters.mock.config``). SIGHUP re-reads it and
+format (JSON keyed by node name, see ``vkubelet.adapters.node_config``). SIGHUP re-reads it and
 pushes the node's new capacity, labels and taints to vkubelet over the node status stream.
 With ``--tls-cert`` and ``--tls-key`` it serves TLS, and with ``--client-ca`` too it requires
 client certificates.
@@ -16,8 +16,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.node_config import load_mock_config
 from vkubelet.entrypoints.provider_server import add_serving_flags, provider_parser, run_provider_server
 
 PROGRAM = "vkubelet-mock-provider"

@@ -20,8 +20,8 @@ from tests.fakes.clock import FakeClock
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import parse_grpc_config
 from vkubelet.adapters.grpc.server import RunningServer, start_server
-from vkubelet.adapters.mock.config import parse_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.node_config import parse_mock_config
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.conformance import CASES, Outcome, Report, run_conformance
 from vkubelet.application.ports.streams import StreamIO

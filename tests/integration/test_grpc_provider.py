@@ -21,8 +21,8 @@ from vkubelet.adapters.grpc._generated import provider_pb2_grpc as pb_grpc
 from vkubelet.adapters.grpc.client import GrpcProvider
 from vkubelet.adapters.grpc.config import parse_grpc_config
 from vkubelet.adapters.grpc.server import RunningServer, ServerTLS, start_server
-from vkubelet.adapters.mock.config import MockNodeConfig
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.node_config import MockNodeConfig
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.node_controller import NodeController, NodeControllerSettings
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO, TerminalSize

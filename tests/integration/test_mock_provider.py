@@ -14,17 +14,13 @@ import pytest
 
 from tests.fakes.clock import FakeClock
 from tests.helpers import close_stream
-from vkubelet.adapters.mock.config import (
-    MockConfigError,
-    MockNodeConfig,
-    host_architecture,
-    load_mock_config,
-)
 from vkubelet.adapters.mock.provider import (
     CONTAINER_DELETED_REASON,
     POD_DELETED_REASON,
     MockProvider,
 )
+from vkubelet.adapters.node_config import MockConfigError, MockNodeConfig, load_mock_config
+from vkubelet.adapters.system import host_architecture
 from vkubelet.domain.errors import InvalidInput, NotFound, NotSupported, Permanent
 from vkubelet.domain.pod import Pod, PodRef, format_time
 from vkubelet.domain.provider import Capability, NodeAddress, NodeCondition, NodeTemplate, Taint
@@ -131,7 +127,7 @@ def test_invalid_quantity_names_the_key_and_value(tmp_path: Path, value: str) ->
 
 @pytest.mark.parametrize("value", ["2", "500m", "32Gi", "1.5", "1e3", "128"])
 def test_valid_quantities_are_accepted(value: str) -> None:
-    from vkubelet.adapters.mock.config import parse_mock_config
+    from vkubelet.adapters.node_config import parse_mock_config
 
     assert parse_mock_config({"vk-0": {"cpu": value}}, node_name="vk-0").cpu == value
 

@@ -80,6 +80,11 @@ def test_the_unmodified_copy_keeps_every_contract(copy_tree: Path) -> None:
             f"from {COPY}.application import conformance",
             "Only the entrypoints and adapters import the conformance kit",
         ),
+        (
+            "adapters/process/provider.py",
+            f"import {COPY}.adapters.mock.provider",
+            "The adapter packages are independent of each other",
+        ),
     ],
 )
 def test_an_injected_forbidden_import_breaks_a_contract(

@@ -34,7 +34,7 @@ It implements the ``Provider`` port for demos, tests and the e2e suite, followin
   ``lastState`` holding the killed run and ``restartCount`` one higher (no back-off: nothing
   runs, so nothing crash-loops); Never leaves it terminated, and the pod Failed once none runs.
 * **Volumes** only with the config key ``"volumes": true`` (a benchmarking and testing aid, see
-  :mod:`vkubelet.adapters.mock.config`): the mock then declares VOLUMES, so vkubelet resolves
+  :mod:`vkubelet.adapters.node_config`): the mock then declares VOLUMES, so vkubelet resolves
   every pod's volumes and calls :meth:`MockProvider.set_pod_volumes`, and it keeps the last
   contents per UID (:meth:`MockProvider.pod_volumes`) until the pod is deleted. Nothing is
   mounted anywhere. Without the key ``set_pod_volumes`` raises NotSupported. The config key
@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from vkubelet.adapters.mock.config import MockNodeConfig
+from vkubelet.adapters.node_config import MockNodeConfig
 from vkubelet.adapters.system import SystemClock
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO

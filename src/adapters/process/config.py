@@ -1,7 +1,7 @@
 """The process provider's ``--provider-config`` when it runs inside the daemon.
 
 The mock provider's format (a JSON object keyed by node name, see
-:mod:`vkubelet.adapters.mock.config`), so one file serves both; the keys that matter here are
+:mod:`vkubelet.adapters.node_config`), so one file serves both; the keys that matter here are
 ``cpu``, ``memory``, ``pods`` and ``labels``. What the file leaves out comes from this machine
 (its CPU count and memory, 110 pods as the kubelet's default), not from the mock's invented
 defaults: the processes really run here.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from vkubelet.adapters.mock.config import MockConfigError, parse_mock_config
+from vkubelet.adapters.node_config import MockConfigError, parse_mock_config
 from vkubelet.domain.errors import InvalidInput
 
 DEFAULT_PODS = "110"

@@ -55,7 +55,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from vkubelet.adapters.mock.config import host_architecture
 from vkubelet.adapters.process import ephemeral, procfs, streams
 from vkubelet.adapters.process.records import ROOT_MARKER, Container, PodEntry, new_container
 from vkubelet.adapters.process.spawn import mount_namespace_problem, signal_tree
@@ -68,7 +67,7 @@ from vkubelet.adapters.process.volumes import (
     parse_mounts,
     remove_directory,
 )
-from vkubelet.adapters.system import SystemClock
+from vkubelet.adapters.system import SystemClock, host_architecture
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import ByteStream, LogOptions, StreamIO
 from vkubelet.domain import stats

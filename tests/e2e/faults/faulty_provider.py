@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from vkubelet.adapters.grpc.server import serve
-from vkubelet.adapters.mock.config import load_mock_config
 from vkubelet.adapters.mock.provider import MockProvider
+from vkubelet.adapters.node_config import load_mock_config
 from vkubelet.application.ports.provider import Provider
 from vkubelet.domain.errors import Transient
 from vkubelet.domain.pod import Pod, PodRef

@@ -1,4 +1,5 @@
-"""The mock provider config's ``"*"`` entry: capacity for node names the file does not list."""
+"""The mock provider config: the ``"*"`` entry for node names the file does not list, and the
+Kubernetes rules its names, taints and quantities follow."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vkubelet.adapters.mock.config import MockConfigError, load_mock_config, parse_mock_config
+from vkubelet.adapters.node_config import MockConfigError, load_mock_config, parse_mock_config
 
 
 def write(tmp_path: Path, document: object) -> Path:
@@ -46,3 +47,40 @@ def test_parse_without_any_node_ignores_the_entry() -> None:
     # --provider process reads the same format without the fallback.
     with pytest.raises(MockConfigError, match="'vk-0'"):
         parse_mock_config({"*": {"cpu": "4"}}, node_name="vk-0")
+
+
+# -- the Kubernetes rules are the domain's (vkubelet.domain.names), as on the command line -------
+
+
+@pytest.mark.parametrize(
+    ("entry", "named"),
+    [
+        ({"labels": {"bad key": "x"}}, r"labels: key 'bad key': a label key"),
+        ({"labels": {"zone": "not ok"}}, r"labels: value 'not ok' of 'zone': a label value"),
+        ({"taints": [{"key": "a b", "effect": "NoSchedule"}]}, r"taints\[0\]: key 'a b': a taint key"),
+        (
+            {"taints": [{"key": "gpu", "value": "-x", "effect": "NoSchedule"}]},
+            r"taints\[0\]: value '-x': a taint value",
+        ),
+        ({"cpu": "1.5.2"}, r"cpu='1.5.2' is not a valid resource quantity"),
+    ],
+)
+def test_names_taints_and_quantities_follow_the_kubernetes_rules(
+    entry: dict[str, object], named: str
+) -> None:
+    with pytest.raises(MockConfigError, match=named):
+        parse_mock_config({"vk-0": entry}, node_name="vk-0")
+
+
+def test_valid_labels_and_taints_pass() -> None:
+    config = parse_mock_config(
+        {
+            "vk-0": {
+                "labels": {"topology.kubernetes.io/zone": "zone-a", "empty": ""},
+                "taints": [{"key": "example.com/dedicated", "value": "", "effect": "NoExecute"}],
+            }
+        },
+        node_name="vk-0",
+    )
+    assert config.labels["topology.kubernetes.io/zone"] == "zone-a"
+    assert config.taints[0].key == "example.com/dedicated"

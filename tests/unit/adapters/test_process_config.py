@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vkubelet.adapters.mock.config import MockConfigError
+from vkubelet.adapters.node_config import MockConfigError
 from vkubelet.adapters.process.config import DEFAULT_PODS, load_process_config
 
 

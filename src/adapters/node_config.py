@@ -1,6 +1,8 @@
-"""The mock provider's configuration file (``--provider-config``).
+"""The node configuration file (``--provider-config``) of the mock and the process provider.
 
-The format is upstream's: a JSON object keyed by node name, so one file can describe several
+A module of its own, beside the adapter packages rather than inside ``mock``, because both
+providers read it and the adapter packages import none of each other (an import-linter
+contract). The format is upstream's mock provider's: a JSON object keyed by node name, so one file can describe several
 nodes::
 
     {
@@ -68,14 +70,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vkubelet.adapters.system import host_architecture
 from vkubelet.domain.errors import InvalidInput
+from vkubelet.domain.names import TAINT_EFFECTS, is_resource_quantity, label_problems, taint_problems
 from vkubelet.domain.provider import Taint
 from vkubelet.domain.volumes import VOLUME_SOURCE_KINDS, unknown_volume_kinds
 
@@ -87,8 +90,6 @@ DEFAULT_PODS = "20"
 
 #: The entry for every node name the file does not list.
 ANY_NODE = "*"
-
-TAINT_EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 
 _KNOWN_KEYS = frozenset(
     {
@@ -105,40 +106,17 @@ _KNOWN_KEYS = frozenset(
         "nativeVolumeKinds",
     }
 )
-_QUANTITY = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?\d+)?$")
 # A lower-case Go GOOS/GOARCH-like word: "linux", "windows", "amd64", "ppc64le", ...
 _PLATFORM_WORD = re.compile(r"^[a-z0-9][a-z0-9_]*$")
-
-# platform.machine() spellings -> Go's GOARCH names, which Kubernetes uses for kubernetes.io/arch.
-_GO_ARCH = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "i386": "386",
-    "i686": "386",
-    "x86": "386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
 
 
 class MockConfigError(InvalidInput):
     """The mock provider's configuration is unusable; the message says where and why."""
 
 
-def host_architecture() -> str:
-    """The host's CPU architecture under its Go name (``amd64``, ``arm64``, ...)."""
-    machine = platform.machine().lower()
-    return _GO_ARCH.get(machine, machine or "amd64")
-
-
 def is_quantity(value: str) -> bool:
-    """True when ``value`` has the shape of a non-negative Kubernetes resource quantity."""
-    return bool(_QUANTITY.match(value))
+    """True when ``value`` is a non-negative Kubernetes resource quantity (the domain's rule)."""
+    return is_resource_quantity(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +331,9 @@ def _labels(value: object, where: str) -> dict[str, str]:
                 f"{where}: labels entry {key!r}: {label!r} must map a non-empty string to a string"
             )
         labels[key] = label
+    problems = label_problems(labels)
+    if problems:
+        raise MockConfigError(f"{where}: labels: {'; '.join(problems)}")
     return labels
 
 
@@ -393,5 +374,8 @@ def _taints(value: object, where: str) -> tuple[Taint, ...]:
             raise MockConfigError(
                 f"{label}: effect {effect!r} must be one of {', '.join(sorted(TAINT_EFFECTS))}"
             )
+        problems = taint_problems(key=key, value=taint_value, effect=effect)
+        if problems:
+            raise MockConfigError(f"{label}: {'; '.join(problems)}")
         taints.append(Taint(key=key, value=taint_value, effect=str(effect)))
     return tuple(taints)
