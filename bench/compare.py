@@ -186,16 +186,28 @@ def pod_manifest(name: str, namespace: str, node: str) -> dict[str, Any]:
 
 
 async def create_pods(
-    api: Api, namespace: str, node: str, names: Sequence[str], *, concurrency: int
+    api: Api,
+    namespace: str,
+    node: str,
+    names: Sequence[str],
+    *,
+    concurrency: int,
+    nodes: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """POST every pod with at most ``concurrency`` in flight; name -> time its POST returned."""
-    queue = iter(names)
+    """POST every pod with at most ``concurrency`` in flight; name -> time its POST returned.
+
+    Every pod is bound to ``node``, or, with ``nodes``, pod ``i`` of ``names`` to
+    ``nodes[i % len(nodes)]`` (round-robin; ``node`` is then unused).
+    """
+    targets = list(nodes) if nodes else [node]
+    queue = iter(enumerate(names))
     created: dict[str, float] = {}
 
     async def worker() -> None:
-        for name in queue:
+        for index, name in queue:
+            bound = targets[index % len(targets)]
             await api.request(
-                "POST", f"/api/v1/namespaces/{namespace}/pods", pod_manifest(name, namespace, node)
+                "POST", f"/api/v1/namespaces/{namespace}/pods", pod_manifest(name, namespace, bound)
             )
             created[name] = time.monotonic()
 
@@ -368,11 +380,19 @@ def daemon_command(impl: str, settings: Settings, *, node: str, config: Path, ku
     return command
 
 
-def start_daemon(impl: str, settings: Settings, cluster: LocalCluster, node: str) -> Daemon:
+def start_daemon(
+    impl: str, settings: Settings, cluster: LocalCluster, node: str, *, nodes: Sequence[str] | None = None
+) -> Daemon:
+    """Start one daemon process serving ``node``.
+
+    With ``nodes`` (vkubelet only), the one process serves every node of it instead
+    (``--nodename a,b,...``, each with its own mock config entry and an ephemeral kubelet API
+    port); ``node`` then only names the files and the returned Daemon.
+    """
     work = settings.work_dir
     config = work / f"{node}.json"
     capacity = {"cpu": "100000", "memory": "100Ti", "pods": str(settings.capacity_pods)}
-    config.write_text(json.dumps({node: capacity}))
+    config.write_text(json.dumps({name: capacity for name in (nodes or [node])}))
     serving = certs.self_signed_server(common_name=node, ip_addresses=["127.0.0.1"])
     cert, key = work / f"{node}.crt", work / f"{node}.key"
     cert.write_bytes(serving.cert_pem)
@@ -392,7 +412,13 @@ def start_daemon(impl: str, settings: Settings, cluster: LocalCluster, node: str
     env.pop("KUBECONFIG", None)
     if settings.vkubelet_path is not None and impl != "go":
         env["PYTHONPATH"] = str(settings.vkubelet_path)
-    command = daemon_command(impl, settings, node=node, config=config, kubeconfig=cluster.kubeconfig_path)
+    if nodes:
+        if impl == "go":
+            raise ValueError("the Go virtual-kubelet serves one node per process")
+        port = 0  # node i listens on port + i: 0 gives each node an ephemeral port of its own
+        env.pop("KUBELET_PORT")  # the flag alone (KUBELET_PORT refuses 0)
+    served = ",".join(nodes) if nodes else node
+    command = daemon_command(impl, settings, node=served, config=config, kubeconfig=cluster.kubeconfig_path)
     if impl != "go":
         command += ["--listen-address", f"127.0.0.1:{port}"]
     log_path = work / f"{node}.log"
@@ -437,19 +463,33 @@ class PhaseProfiler:
                 profiler.wait()
 
 
-async def wait_node_ready(api: Api, daemon: Daemon, within: float = 120.0) -> None:
+async def wait_node_ready(
+    api: Api, daemon: Daemon, within: float = 120.0, *, nodes: Sequence[str] | None = None
+) -> None:
+    """Until the daemon's Node is Ready, or with ``nodes``, every one of them (one LIST per poll)."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if daemon.process.poll() is not None:
             tail = daemon.log_path.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{daemon.impl} exited with {daemon.process.returncode}:\n{tail}")
         with contextlib.suppress(RuntimeError):
-            node = await api.request("GET", f"/api/v1/nodes/{daemon.node}")
-            conditions = node.get("status", {}).get("conditions") or []
-            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-                return
+            if nodes:
+                listing = await api.request("GET", "/api/v1/nodes")
+                ready = {n["metadata"]["name"] for n in listing.get("items") or () if node_is_ready(n)}
+                if ready.issuperset(nodes):
+                    return
+            else:
+                node = await api.request("GET", f"/api/v1/nodes/{daemon.node}")
+                if node_is_ready(node):
+                    return
         await asyncio.sleep(0.2)
-    raise TimeoutError(f"node {daemon.node} not Ready after {within:.0f}s")
+    what = f"{len(nodes)} nodes of {daemon.impl}" if nodes else f"node {daemon.node}"
+    raise TimeoutError(f"{what} not Ready after {within:.0f}s")
+
+
+def node_is_ready(node: dict[str, Any]) -> bool:
+    conditions = node.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 # -- one run ---------------------------------------------------------------------------------

@@ -7,12 +7,25 @@
 Per workload size N (``--pods``, a comma list) and round, each implementation in turn (the order
 rotates every round) gets its own Node and namespace and a fresh process:
 
-1. start it and wait until its Node is Ready;
+1. start it and wait until its Node is Ready; note its RSS (VmRSS);
 2. **burst**: POST N pods bound to the node (``spec.nodeName``; bench/compare.py's bounded pool
    of concurrent POSTs) and time, from the first POST, until a watch has seen all Running;
 3. **delete**: one graceful collection DELETE; time until the watch has seen all gone;
 4. the process's CPU (utime+stime over the burst, the deletion and the whole run) and its peak
    RSS (VmHWM), then SIGTERM.
+
+From the burst to the end of the deletion the node Leases in ``kube-node-lease`` are listed once
+a second: ``lease_late_max_s`` is the largest gap between consecutive ``renewTime`` values of
+any node (counting the one written before the burst, and the time since the last one at the end)
+minus the implementation's renew interval (10 s for all of them: vkubelet's default, KWOK's
+quarter of its 40 s ``--node-lease-duration-seconds`` plus up to 4% jitter, zero_logic.py's).
+Negative when the window is shorter than an interval. ``memory_per_pod_kib`` is (peak RSS - RSS
+before the burst) / pods.
+
+**Many nodes** (``--nodes M``, default 1): each run has M Nodes, all served by the one process
+of the implementation (KWOK manages every annotated Node, zero_logic.py takes a ``--node`` list,
+vkubelet a ``--nodename`` list, each node on an ephemeral kubelet API port) and M*N pods, N per
+node (``--pods`` is per node), bound round-robin, in one namespace.
 
 Implementations:
 
@@ -38,15 +51,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
+import itertools
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -69,9 +87,11 @@ from compare import (
     uptime,
     wait_node_ready,
 )
+from zero_logic import LEASE_RENEW_INTERVAL_S as ZERO_RENEW_INTERVAL_S
 
 from vkubelet.adapters.localcluster.binaries import COMPONENTS, BinaryCache
 from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.application.settings import NodeSettings
 
 IMPLEMENTATIONS = ("kwok", "kwok-par", "vk", "vk-raised", "zero")
 DEFAULT_IMPLS = ("kwok", "vk", "vk-raised", "zero")
@@ -85,6 +105,20 @@ KWOK_STAGES = (
     "kustomize/stage/pod/fast/pod-delete.yaml",
 )
 ZERO_LOGIC = Path(__file__).resolve().parent / "zero_logic.py"
+KWOK_LEASE_DURATION_S = 40
+#: vkubelet's default (src/application/settings.py): a node's settings with nothing else set
+VK_RENEW_INTERVAL_S = NodeSettings(name="n", provider="mock").lease_renew_interval
+#: how often each implementation renews its node Lease: vkubelet's default (a quarter of its 40 s
+#: duration, src/domain/lease.py), KWOK's quarter of --node-lease-duration-seconds (plus a jitter
+#: of up to 4%, pkg/kwok/controllers/controller.go), zero_logic.py's own
+RENEW_INTERVAL_S = {
+    "kwok": KWOK_LEASE_DURATION_S / 4,
+    "kwok-par": KWOK_LEASE_DURATION_S / 4,
+    "vk": VK_RENEW_INTERVAL_S,
+    "vk-raised": VK_RENEW_INTERVAL_S,
+    "zero": ZERO_RENEW_INTERVAL_S,
+}
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 
 METRICS = (
     ("create_s", "creating the N pods (client side), s"),
@@ -95,6 +129,10 @@ METRICS = (
     ("total_cpu_s", "process CPU over the whole run, s"),
     ("peak_rss_kib", "peak RSS (VmHWM), MiB"),
     ("startup_to_ready_s", "start -> node Ready, s"),
+    # Measured since the many-node workload (--nodes) was added; in every run.
+    ("rss_ready_kib", "RSS with the node(s) Ready, before the burst, MiB"),
+    ("memory_per_pod_kib", "memory per pod: (peak RSS - RSS before the burst) / pods, MiB"),
+    ("lease_late_max_s", "node lease lateness (largest renewal gap - renew interval), s"),
 )
 
 
@@ -137,7 +175,14 @@ def kwok_config(stages: str, *, parallelism: int | None) -> str:
     return options + "---\n" + stages
 
 
-async def create_kwok_node(api: Api, node: str, capacity_pods: int) -> None:
+def pod_cidrs(nodes: int) -> list[str]:
+    """One disjoint podCIDR per node out of 10.0.0.0/8: /16s for up to 256 nodes (one: 10.0.0.0/16)."""
+    prefix = max(16, 8 + (nodes - 1).bit_length())
+    subnets = ipaddress.ip_network("10.0.0.0/8").subnets(new_prefix=prefix)
+    return [str(next(subnets)) for _ in range(nodes)]
+
+
+async def create_kwok_node(api: Api, node: str, capacity_pods: int, *, pod_cidr: str = "10.0.0.0/16") -> None:
     capacity = {"cpu": "100000", "memory": "100Ti", "pods": str(capacity_pods)}
     await api.request(
         "POST",
@@ -152,12 +197,81 @@ async def create_kwok_node(api: Api, node: str, capacity_pods: int) -> None:
             },
             # KWOK hands out pod IPs from the node's CIDR (its --cidr default, a /24, is too small).
             "spec": {
-                "podCIDR": "10.0.0.0/16",
+                "podCIDR": pod_cidr,
                 "taints": [{"key": KWOK_ANNOTATION, "value": "fake", "effect": "NoSchedule"}],
             },
             "status": {"capacity": capacity, "allocatable": capacity},
         },
     )
+
+
+@dataclass
+class LeaseMonitor:
+    """Every renewTime of some nodes' Leases over a window: LIST kube-node-lease once a second.
+
+    A renewal every 10 s cannot slip between two polls (a value is only lost if the next renewal
+    overwrites it within one poll, i.e. if a poll takes about a renew interval itself). The
+    largest gap counts the renewal already present when the window starts and, at its end, the
+    time since each node's last renewal, so a lease that stopped being renewed shows too.
+    """
+
+    api: Api
+    nodes: frozenset[str]
+    period: float = 1.0
+    renewals: dict[str, set[datetime]] = field(default_factory=dict)
+    polls: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._poll()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.period)
+            with contextlib.suppress(RuntimeError, aiohttp.ClientError):
+                await self._poll()
+
+    async def _poll(self) -> None:
+        listing = await self.api.request("GET", LEASES)
+        for lease in listing.get("items") or ():
+            name = lease["metadata"]["name"]
+            renewed = (lease.get("spec") or {}).get("renewTime")
+            if name in self.nodes and renewed:
+                self.renewals.setdefault(name, set()).add(datetime.fromisoformat(renewed))
+        self.polls += 1
+
+    async def stop(self) -> dict[str, Any]:
+        """End the window: its largest renewal gap of any node, and the renewals seen in it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RuntimeError, aiohttp.ClientError):
+            await self._poll()
+        end = datetime.now(UTC)
+        gap_max: float | None = None
+        for node in self.renewals.keys() & self.nodes:
+            times = sorted(self.renewals[node])
+            times.append(max(end, times[-1]))
+            gap = max((b - a).total_seconds() for a, b in itertools.pairwise(times))
+            gap_max = gap if gap_max is None else max(gap_max, gap)
+        # The first renewTime of each node was written before the window.
+        seen = sum(len(t) - 1 for t in self.renewals.values())
+        return {
+            "lease_gap_max_s": gap_max,
+            "lease_renewals": seen,
+            "lease_polls": self.polls,
+            # Nodes whose Lease never had a renewTime in the window (0 for a sound implementation).
+            "lease_missing": len(self.nodes - self.renewals.keys()),
+        }
+
+    async def stop_quietly(self) -> None:
+        """End the polling, if still on (a run that failed half-way)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def spawn(command: list[str], log_path: Path, impl: str, node: str) -> Daemon:
@@ -170,14 +284,24 @@ def spawn(command: list[str], log_path: Path, impl: str, node: str) -> Daemon:
     return Daemon(impl, node, process, log_path)
 
 
-async def start(api: Api, ctx: Context, impl: str, node: str) -> Daemon:
+async def start(api: Api, ctx: Context, impl: str, node: str, *, nodes: Sequence[str] = ()) -> Daemon:
+    """One process of ``impl`` serving ``node``, or with ``nodes``, all of them (``node`` names its files)."""
+    served = list(nodes) or [node]
     if impl in ("vk", "vk-raised"):
-        return start_daemon(impl, ctx.vk, ctx.cluster, node)
+        return start_daemon(impl, ctx.vk, ctx.cluster, node, nodes=nodes or None)
     log_path = ctx.work_dir / f"{node}.log"
     if impl in ("kwok", "kwok-par"):
         assert ctx.kwok_binary is not None
         config = ctx.kwok_config if impl == "kwok" else ctx.kwok_par_config
-        await create_kwok_node(api, node, ctx.vk.capacity_pods)
+        if not nodes:
+            await create_kwok_node(api, node, ctx.vk.capacity_pods)
+        else:
+            await asyncio.gather(
+                *(
+                    create_kwok_node(api, name, ctx.vk.capacity_pods, pod_cidr=cidr)
+                    for name, cidr in zip(served, pod_cidrs(len(served)), strict=True)
+                )
+            )
         command = [str(ctx.kwok_binary), "--kubeconfig", str(ctx.cluster.kubeconfig_path)]
         command += [
             "--config",
@@ -185,7 +309,8 @@ async def start(api: Api, ctx: Context, impl: str, node: str) -> Daemon:
             "--manage-nodes-with-annotation-selector",
             f"{KWOK_ANNOTATION}=fake",
         ]
-        command += ["--node-lease-duration-seconds", "40", "--node-ip", "127.0.0.1", "-v", "WARN"]
+        command += ["--node-lease-duration-seconds", str(KWOK_LEASE_DURATION_S)]
+        command += ["--node-ip", "127.0.0.1", "-v", "WARN"]
         return spawn(command, log_path, impl, node)
     cluster = ctx.cluster
     command = [
@@ -197,55 +322,94 @@ async def start(api: Api, ctx: Context, impl: str, node: str) -> Daemon:
         str(cluster.ca_cert_path),
     ]
     command += ["--cert", str(cluster.pki_dir / "admin.crt"), "--key", str(cluster.pki_dir / "admin.key")]
-    command += ["--node", node, "--capacity-pods", str(ctx.vk.capacity_pods)]
+    command += ["--node", ",".join(served), "--capacity-pods", str(ctx.vk.capacity_pods)]
     return spawn(command, log_path, impl, node)
 
 
+def node_names(impl: str, *, pods: int, nodes: int, round_no: int) -> tuple[str, list[str]]:
+    """The run's base name (its namespace, and its only node when ``nodes`` is 1) and its nodes."""
+    if nodes == 1:
+        base = f"kwok-bench-{impl}-n{pods}-r{round_no}"
+        return base, [base]
+    base = f"kwok-bench-{impl}-n{pods}x{nodes}-r{round_no}"
+    return base, [f"{base}-{i}" for i in range(nodes)]
+
+
 async def run_once(
-    api: Api, ctx: Context, impl: str, *, pods: int, round_no: int, create_concurrency: int, deadline_s: float
+    api: Api,
+    ctx: Context,
+    impl: str,
+    *,
+    pods: int,
+    nodes: int,
+    round_no: int,
+    create_concurrency: int,
+    deadline_s: float,
 ) -> dict[str, Any]:
-    node = f"kwok-bench-{impl}-n{pods}-r{round_no}"
+    node, served = node_names(impl, pods=pods, nodes=nodes, round_no=round_no)
+    many = served if nodes > 1 else []
     namespace = node
+    total = pods * nodes
     await api.create_namespace(namespace)
-    result: dict[str, Any] = {"impl": impl, "round": round_no, "pods": pods, "node": node}
+    result: dict[str, Any] = {"impl": impl, "round": round_no, "pods": pods, "node": node, "nodes": nodes}
     watch = PodWatch(api, namespace)
+    leases = LeaseMonitor(api, frozenset(served))
     daemon: Daemon | None = None
     try:
         started = time.monotonic()
-        daemon = await start(api, ctx, impl, node)
-        await wait_node_ready(api, daemon)
+        daemon = await start(api, ctx, impl, node, nodes=many)
+        if many:
+            await wait_node_ready(api, daemon, 120.0 + 2.0 * nodes, nodes=many)
+        else:
+            await wait_node_ready(api, daemon)
         result["startup_to_ready_s"] = time.monotonic() - started
         pid = daemon.process.pid
         await watch.start()
+        rss_ready = memory_kib(pid)["VmRSS"]
+        await leases.start()
 
-        names = [f"p{i:05d}" for i in range(pods)]
+        names = [f"p{i:05d}" for i in range(total)]
         cpu_before = cpu_seconds(pid)
         t0 = time.monotonic()
-        created = await create_pods(api, namespace, node, names, concurrency=create_concurrency)
+        created = await create_pods(
+            api, namespace, node, names, concurrency=create_concurrency, nodes=many or None
+        )
         result["create_s"] = max(created.values()) - t0
-        await watch.wait(lambda: len(watch.running) >= pods, within=deadline_s, what=f"{pods} pods Running")
+        await watch.wait(lambda: len(watch.running) >= total, within=deadline_s, what=f"{total} pods Running")
         result["burst_running_s"] = watch.last(watch.running, names) - t0
         result["burst_cpu_s"] = cpu_seconds(pid) - cpu_before
 
         cpu_before = cpu_seconds(pid)
         t1 = time.monotonic()
         await api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", {"kind": "DeleteOptions"})
-        await watch.wait(lambda: len(watch.gone) >= pods, within=deadline_s, what=f"{pods} pods gone")
+        await watch.wait(lambda: len(watch.gone) >= total, within=deadline_s, what=f"{total} pods gone")
         result["delete_gone_s"] = watch.last(watch.gone, names) - t1
         result["delete_cpu_s"] = cpu_seconds(pid) - cpu_before
+        lease_window = await leases.stop()
 
         result["peak_rss_kib"] = memory_kib(pid)["VmHWM"]
         result["total_cpu_s"] = cpu_seconds(pid)
+        result["rss_ready_kib"] = rss_ready
+        result["memory_per_pod_kib"] = (result["peak_rss_kib"] - rss_ready) / total
+        result.update(lease_window)
+        result["lease_renew_interval_s"] = RENEW_INTERVAL_S[impl]
+        if lease_window["lease_gap_max_s"] is not None:
+            result["lease_late_max_s"] = lease_window["lease_gap_max_s"] - RENEW_INTERVAL_S[impl]
     finally:
+        await leases.stop_quietly()
         await watch.stop()
         if daemon is not None:
             result["exit_code"] = daemon.stop()
         with contextlib.suppress(RuntimeError):
             await api.request("DELETE", f"/api/v1/namespaces/{namespace}")
         # A Node left behind would be managed by the next KWOK process too.
-        with contextlib.suppress(RuntimeError):
-            await api.request("DELETE", f"/api/v1/nodes/{node}")
+        await asyncio.gather(*(delete_node(api, name) for name in served))
     return result
+
+
+async def delete_node(api: Api, node: str) -> None:
+    with contextlib.suppress(RuntimeError):
+        await api.request("DELETE", f"/api/v1/nodes/{node}")
 
 
 async def bench(args: argparse.Namespace, ctx: Context, out: Path) -> list[dict[str, Any]]:
@@ -262,7 +426,8 @@ async def bench(args: argparse.Namespace, ctx: Context, out: Path) -> list[dict[
         for pods in args.pods:
             for round_no in range(1, args.rounds + 1):
                 for impl in order(round_no - 1, args.impls):
-                    log(f"round {round_no}: {impl}, {pods} pods ...")
+                    many = f"{args.nodes} nodes x " if args.nodes > 1 else ""
+                    log(f"round {round_no}: {impl}, {many}{pods} pods ...")
                     try:
                         record(
                             await run_once(
@@ -270,13 +435,15 @@ async def bench(args: argparse.Namespace, ctx: Context, out: Path) -> list[dict[
                                 ctx,
                                 impl,
                                 pods=pods,
+                                nodes=args.nodes,
                                 round_no=round_no,
                                 create_concurrency=args.create_concurrency,
                                 deadline_s=args.timeout,
                             )
                         )
                     except (RuntimeError, TimeoutError) as error:
-                        record({"impl": impl, "round": round_no, "pods": pods, "error": str(error)})
+                        failure = {"impl": impl, "round": round_no, "pods": pods, "nodes": args.nodes}
+                        record({**failure, "error": str(error)})
     return results
 
 
@@ -287,6 +454,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--pods", type=lambda s: [int(n) for n in s.split(",") if n], default=[1000], help="N, comma list"
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="M nodes per run, all served by one process per implementation; --pods is then per node",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each runs every implementation once")
     parser.add_argument(
@@ -315,6 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = set(args.impls) - set(IMPLEMENTATIONS)
     if unknown:
         raise SystemExit(f"unknown implementation(s): {', '.join(sorted(unknown))}")
+    if args.nodes < 1:
+        raise SystemExit(f"--nodes must be at least 1, not {args.nodes}")
     before = uptime()
     host = machine()
     work_dir, out = start_run(args.work_dir, args.out, prefix="vkubelet-kwok-bench-")
@@ -346,7 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream.write("\n")
     print(f"{host}\n\nuptime before: {before}\nuptime after:  {after}\n")
     for pods in args.pods:
-        print(f"## N={pods}, rounds={args.rounds} (medians; ratio = implementation / zero)\n")
+        size = f"M={args.nodes} nodes x N={pods} pods per node" if args.nodes > 1 else f"N={pods}"
+        print(f"## {size}, rounds={args.rounds} (medians; ratio = implementation / zero)\n")
         rows = [r for r in results if r.get("pods") == pods]
         print(summarize(rows, args.impls, baseline="zero", metrics=METRICS) + "\n")
     return report_failures(results, lambda r: f"{r['impl']} round {r['round']} N={r['pods']}")

@@ -9,7 +9,9 @@ watch needs. Its figures are the limit of the control plane for that work, not a
     .venv/bin/python bench/zero_logic.py --server https://127.0.0.1:6443 --ca ca.crt \\
         --cert admin.crt --key admin.key --node zero-1
 
-It prints ``ready`` once the Node and its Lease exist, and exits on SIGTERM.
+``--node zero-1,zero-2,...`` runs one such kubelet per node in the one process, sharing its
+client session (each registers, renews its own Lease and watches its own pods). It prints
+``ready`` once every Node and its Lease exist, and exits on SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ import aiohttp
 
 JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json", "Accept": "application/json"}
+#: seconds between the end of one Lease renewal and the start of the next (the kubelet's quarter
+#: of the 40 s duration)
+LEASE_RENEW_INTERVAL_S = 10.0
+LEASE_DURATION_S = 40
 POD_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled")
 
 
@@ -134,11 +140,15 @@ class ZeroKubelet:
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": self.node, "namespace": "kube-node-lease"},
-            "spec": {"holderIdentity": self.node, "leaseDurationSeconds": 40, "renewTime": now_micro()},
+            "spec": {
+                "holderIdentity": self.node,
+                "leaseDurationSeconds": LEASE_DURATION_S,
+                "renewTime": now_micro(),
+            },
         }
         await self.call("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
 
-    async def keep_lease(self, every: float = 10.0) -> None:
+    async def keep_lease(self, every: float = LEASE_RENEW_INTERVAL_S) -> None:
         path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{self.node}"
         while True:
             await asyncio.sleep(every)
@@ -209,20 +219,24 @@ class ZeroKubelet:
 async def run(args: argparse.Namespace) -> None:
     context = ssl.create_default_context(cafile=args.ca)
     context.load_cert_chain(args.cert, args.key)
-    connector = aiohttp.TCPConnector(ssl=context, limit=args.connections)
+    # Each node's pod watch holds a connection for good; with one node it shares the limit, as
+    # before, and every further node brings its own.
+    connector = aiohttp.TCPConnector(ssl=context, limit=args.connections + len(args.node) - 1)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, read_bufsize=1 << 20) as session:
-        kubelet = ZeroKubelet(session, args.server.rstrip("/"), node=args.node, ip=args.ip)
-        await kubelet.register(args.capacity_pods)
+        server = args.server.rstrip("/")
+        kubelets = [ZeroKubelet(session, server, node=node, ip=args.ip) for node in args.node]
+        await asyncio.gather(*(kubelet.register(args.capacity_pods) for kubelet in kubelets))
         print("ready", flush=True)
-        loop_tasks = [asyncio.create_task(kubelet.keep_lease()), asyncio.create_task(kubelet.watch_pods())]
+        loop_tasks = [asyncio.create_task(k.keep_lease()) for k in kubelets]
+        loop_tasks += [asyncio.create_task(k.watch_pods()) for k in kubelets]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopped, *loop_tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in [stopped, *loop_tasks, *kubelet.tasks]:
+        for task in [stopped, *loop_tasks, *(t for k in kubelets for t in k.tasks)]:
             task.cancel()
         for task in done:  # a loop that ended on an error: report it
             if task is not stopped and not task.cancelled() and task.exception() is not None:
@@ -235,11 +249,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ca", required=True, help="CA of the API server's serving certificate")
     parser.add_argument("--cert", required=True, help="client certificate (the admin's)")
     parser.add_argument("--key", required=True, help="client key")
-    parser.add_argument("--node", required=True, help="Node name")
+    parser.add_argument(
+        "--node",
+        required=True,
+        type=lambda s: [n for n in s.split(",") if n],
+        help="Node name, or a comma list: one zero-logic kubelet per node, in this one process",
+    )
     parser.add_argument("--ip", default="127.0.0.1", help="host and pod IP written to the statuses")
     parser.add_argument("--capacity-pods", type=int, default=10000)
     parser.add_argument("--connections", type=int, default=64, help="requests in flight at most")
     args = parser.parse_args(argv)
+    if not args.node:
+        parser.error("--node: no node name")
     asyncio.run(run(args))
     return 0
 
