@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from vkubelet.adapters.kubernetes.client import MERGE_PATCH, create_client
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 NAMESPACE = "default"
 Patch = Callable[[str, dict[str, Any]], Awaitable[object]]

@@ -61,8 +61,8 @@ from typing import Any
 import aiohttp
 
 from vkubelet.adapters import certs
-from vkubelet.adapters.localcluster.binaries import BinaryCache
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.binaries import BinaryCache
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IMPLEMENTATIONS = ("go", "vk", "vk-raised")

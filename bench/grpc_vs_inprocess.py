@@ -53,7 +53,7 @@ from compare import (
     start_run,
 )
 
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 MODES = ("inprocess", "grpc")
 MOCK_PROVIDER = Path(sys.executable).with_name("vkubelet-mock-provider")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_IMAGE = REPO / "tools" / "build-image"

@@ -89,9 +89,9 @@ from compare import (
 )
 from zero_logic import LEASE_RENEW_INTERVAL_S as ZERO_RENEW_INTERVAL_S
 
-from vkubelet.adapters.localcluster.binaries import COMPONENTS, BinaryCache
-from vkubelet.adapters.localcluster.cluster import LocalCluster
 from vkubelet.application.settings import NodeSettings
+from vkubelet.entrypoints.localcluster.binaries import COMPONENTS, BinaryCache
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 IMPLEMENTATIONS = ("kwok", "kwok-par", "vk", "vk-raised", "zero")
 DEFAULT_IMPLS = ("kwok", "vk", "vk-raised", "zero")

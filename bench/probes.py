@@ -68,7 +68,7 @@ from compare import (
 from grpc_vs_inprocess import Stack, _spawn, wait_node_ready
 from volumes import delta, post_all, request_counts
 
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 KINDS = ("plain", "probed", "exec")
 PERIOD_SECONDS = 10

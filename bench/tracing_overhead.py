@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vkubelet.adapters.localcluster.binaries import ensure_binaries
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.binaries import ensure_binaries
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 MODES = ("off", "rate0", "rate100")
 

@@ -71,7 +71,7 @@ from compare import (
 )
 from grpc_vs_inprocess import Stack, _spawn, wait_node_ready
 
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 KINDS = ("plain", "volumes")
 LIMITS = {"default": ("50", "100"), "raised": ("0", "100")}

@@ -53,5 +53,5 @@ vk_bootstrap() {
 }
 
 vk_ensure_binaries() {
-    "$VK_PY" -m vkubelet.adapters.localcluster.binaries >/dev/null
+    "$VK_PY" -m vkubelet.entrypoints.localcluster.binaries >/dev/null
 }

@@ -2,8 +2,8 @@
 
 A module of its own, beside the adapter packages rather than inside ``mock``, because both
 providers read it and the adapter packages import none of each other (an import-linter
-contract). The format is upstream's mock provider's: a JSON object keyed by node name, so one file can describe several
-nodes::
+contract). The format is upstream's mock provider's: a JSON object keyed by node name, so one
+file can describe several nodes::
 
     {
       "vk-0": {

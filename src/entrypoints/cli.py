@@ -113,9 +113,9 @@ def _control_plane(settings: Settings) -> Iterator[Settings]:
     if not settings.kube.local_control_plane:
         yield settings
         return
-    from vkubelet.adapters.localcluster.binaries import BinaryError
-    from vkubelet.adapters.localcluster.cluster import ClusterError, LocalCluster, local_cluster_dir
     from vkubelet.entrypoints.daemon import StartupError
+    from vkubelet.entrypoints.localcluster.binaries import BinaryError
+    from vkubelet.entrypoints.localcluster.cluster import ClusterError, LocalCluster, local_cluster_dir
 
     work_dir = local_cluster_dir(os.environ)
     log.info(

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.network import TestNetwork, create_test_network, unavailable_reason
-from vkubelet.adapters.localcluster.binaries import ensure_binaries
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.binaries import ensure_binaries
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 _HERE = Path(__file__).parent
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.e2e.vkubelet_process import leftovers, service_account_kubeconfig
-from vkubelet.adapters.localcluster.binaries import CACHE_ENV, default_cache_root
+from vkubelet.entrypoints.localcluster.binaries import CACHE_ENV, default_cache_root
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

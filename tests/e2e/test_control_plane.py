@@ -9,7 +9,7 @@ from pathlib import Path
 from lightkube import AsyncClient, Client, KubeConfig
 from lightkube.resources.core_v1 import Namespace, Node
 
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 
 def _suffix() -> str:

@@ -41,9 +41,9 @@ from tests.e2e.vkubelet_process import (
 from tests.fakes.streams import StreamingProvider
 from vkubelet.adapters.kubeletapi.server import KubeletServer
 from vkubelet.adapters.kubeletapi.tls import server_tls
-from vkubelet.adapters.localcluster.cluster import LocalCluster
 from vkubelet.application.kubelet_api import KubeletApi
 from vkubelet.domain.pod import Pod
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 DEADLINE = 60.0
 

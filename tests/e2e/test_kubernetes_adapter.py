@@ -23,10 +23,10 @@ from vkubelet.adapters.kubernetes.events import KubernetesEventRecorder
 from vkubelet.adapters.kubernetes.leases import KubernetesLeaseGateway
 from vkubelet.adapters.kubernetes.nodes import KubernetesNodeGateway
 from vkubelet.adapters.kubernetes.pods import KubernetesPodGateway
-from vkubelet.adapters.localcluster.cluster import LocalCluster
 from vkubelet.application.ports.cluster import EventType, Lease, ObjectRef, PodEvent, WatchEventType
 from vkubelet.domain.errors import Conflict, Expired, NotFound
 from vkubelet.domain.pod import PodRef
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 
 def _unique(prefix: str) -> str:

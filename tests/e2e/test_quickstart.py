@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.vkubelet_process import REPO, leftovers, wait_for
-from vkubelet.adapters.localcluster.binaries import CACHE_ENV, default_cache_root
 from vkubelet.adapters.process.provider import ROOT_MARKER
+from vkubelet.entrypoints.localcluster.binaries import CACHE_ENV, default_cache_root
 
 QUICK_START = re.compile(r"<!-- quick-start:[^\n]*-->\n```bash\n(?P<script>.*?)\n```\n", re.DOTALL)
 # What the README's first command runs: the sentence around it and the block must agree.

@@ -30,8 +30,8 @@ import pytest
 from tests.e2e.network import TestNetwork, unavailable_reason
 from tests.e2e.vkubelet_process import VkubeletProcess, node_is_ready, service_account_kubeconfig, wait_for
 from vkubelet.adapters.certs import fingerprint_sha256
-from vkubelet.adapters.localcluster.binaries import ensure_binaries
-from vkubelet.adapters.localcluster.cluster import LocalCluster
+from vkubelet.entrypoints.localcluster.binaries import ensure_binaries
+from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
 SIGNER = "kubernetes.io/kubelet-serving"
 SERVICE_ACCOUNT = "system:serviceaccount:vkubelet-system:virtual-kubelet"

@@ -33,7 +33,7 @@ import pytest
 from tests.e2e.network import TestNetwork
 from tests.e2e.test_sync_core import node_ready, pod_ready
 from tests.e2e.vkubelet_process import VkubeletProcess, free_port, service_account_kubeconfig, wait_for
-from vkubelet.adapters.localcluster.binaries import BinaryCache
+from vkubelet.entrypoints.localcluster.binaries import BinaryCache
 
 SPAN_FLUSH_ENV = {"OTEL_BSP_SCHEDULE_DELAY": "200"}  # export within 0.2 s instead of 5 s
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from vkubelet.adapters.localcluster import cluster as cluster_module
-from vkubelet.adapters.localcluster.binaries import (
+from vkubelet.entrypoints.localcluster import cluster as cluster_module
+from vkubelet.entrypoints.localcluster.binaries import (
     CACHE_ENV,
     COMPONENTS,
     TOOLS_ENV,
@@ -27,7 +27,7 @@ from vkubelet.adapters.localcluster.binaries import (
     GoNotFoundError,
     ToolsDirNotFoundError,
 )
-from vkubelet.adapters.localcluster.cluster import ClusterStartError, LocalCluster, PortInUseError
+from vkubelet.entrypoints.localcluster.cluster import ClusterStartError, LocalCluster, PortInUseError
 
 
 def _path_without_go() -> str:
@@ -79,7 +79,7 @@ def test_no_go_on_path_with_an_empty_cache(tmp_path: Path, monkeypatch: pytest.M
 def test_no_go_on_path_from_the_command_line(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=_path_without_go(), **{CACHE_ENV: str(tmp_path / "empty")})
     result = subprocess.run(
-        [sys.executable, "-m", "vkubelet.adapters.localcluster.binaries"],
+        [sys.executable, "-m", "vkubelet.entrypoints.localcluster.binaries"],
         env=env,
         capture_output=True,
         text=True,

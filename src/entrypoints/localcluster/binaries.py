@@ -17,7 +17,7 @@ leaves a half-filled cache entry, and a lock file serialises concurrent builds o
 The Go wrapper modules (go.mod + go.sum pinning every dependency) are in the repository's
 ``tools/`` directory, found next to the package or through ``$VKUBELET_TOOLS_DIR``.
 
-``python -m vkubelet.adapters.localcluster.binaries`` builds whatever is missing and prints the
+``python -m vkubelet.entrypoints.localcluster.binaries`` builds whatever is missing and prints the
 paths.
 """
 
@@ -400,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m vkubelet.adapters.localcluster.binaries",
+        prog="python -m vkubelet.entrypoints.localcluster.binaries",
         description=f"Build the missing control-plane binaries into the cache (${CACHE_ENV}).",
     )
     parser.add_argument(

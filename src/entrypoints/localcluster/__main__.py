@@ -1,4 +1,4 @@
-"""``python -m vkubelet.adapters.localcluster``: a local control plane until Ctrl-C."""
+"""``python -m vkubelet.entrypoints.localcluster``: a local control plane until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from vkubelet.adapters.localcluster.binaries import BinaryError
-from vkubelet.adapters.localcluster.cluster import ClusterError, LocalCluster
+from vkubelet.entrypoints.localcluster.binaries import BinaryError
+from vkubelet.entrypoints.localcluster.cluster import ClusterError, LocalCluster
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m vkubelet.adapters.localcluster",
+        prog="python -m vkubelet.entrypoints.localcluster",
         description="Build (first time only) and start etcd + kube-apiserver on loopback; Ctrl-C stops them.",
     )
     parser.add_argument("--work-dir", type=Path, help="keep certificates, data and logs here")

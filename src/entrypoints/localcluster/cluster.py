@@ -52,8 +52,8 @@ from typing import IO
 import yaml
 
 from vkubelet.adapters import certs
-from vkubelet.adapters.localcluster.binaries import Binaries, ensure_binaries, tail
 from vkubelet.adapters.system import die_with_parent_prefix
+from vkubelet.entrypoints.localcluster.binaries import Binaries, ensure_binaries, tail
 
 LOOPBACK = "127.0.0.1"
 LOCAL_CLUSTER_DIR_ENV = "VKUBELET_LOCAL_CLUSTER_DIR"

@@ -1,1 +1,0 @@
-"""vkubelet.adapters.localcluster."""

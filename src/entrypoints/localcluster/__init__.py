@@ -1,0 +1,1 @@
+"""vkubelet.entrypoints.localcluster."""
