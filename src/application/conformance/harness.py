@@ -14,6 +14,7 @@ from vkubelet.application.conformance.report import CaseFailed
 from vkubelet.application.ports.provider import Provider
 from vkubelet.application.ports.runtime import Clock
 from vkubelet.application.ports.streams import TerminalSize
+from vkubelet.application.waiting import finish_within
 from vkubelet.domain.errors import DomainError, NotFound, classify, is_error
 from vkubelet.domain.pod import Pod, PodPhase, PodRef, format_time
 from vkubelet.domain.provider import Capability
@@ -37,15 +38,13 @@ async def await_within(clock: Clock, seconds: float, work: Awaitable[T]) -> T:
     unit tests; the work is cancelled when time runs out.
     """
     task = asyncio.ensure_future(work)
-    timer = asyncio.ensure_future(clock.sleep(seconds))
     try:
-        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finished = await finish_within(clock, task, seconds=seconds)
     finally:
-        timer.cancel()
         if not task.done():
             task.cancel()
             await asyncio.wait({task})
-    if task.cancelled():
+    if not finished or task.cancelled():
         raise WaitExpired()
     return task.result()
 
