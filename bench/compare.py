@@ -154,6 +154,19 @@ class Api:
                 raise RuntimeError(f"{method} {path}: {response.status} {payload[:300]!r}")
             return json.loads(payload) if payload else None
 
+    async def delete_pods(self, namespace: str, body: Any) -> None:
+        """Delete every pod of ``namespace`` (one collection DELETE). With thousands of pods on a
+        loaded API server the call can outlast its request timeout (504) after deleting only
+        some: the DELETE is repeated for the rest, a few times at most."""
+        for attempt in range(1, 6):
+            try:
+                await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", body)
+                return
+            except RuntimeError as error:
+                if ": 504 " not in str(error) or attempt == 5:
+                    raise
+                log(f"collection DELETE in {namespace}: 504 (attempt {attempt}); repeating it")
+
     async def create_namespace(self, name: str) -> None:
         await self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
         # The ServiceAccount admission plugin rejects pods until the controller-manager has
@@ -561,7 +574,7 @@ async def run_once(
         cpu_before = cpu_seconds(pid)
         t1 = time.monotonic()
         with profiler.phase("delete"):
-            await api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", {"kind": "DeleteOptions"})
+            await api.delete_pods(namespace, {"kind": "DeleteOptions"})
             await watch.wait(
                 lambda: len(watch.gone) >= len(names), within=workload.timeout, what=f"{len(names)} pods gone"
             )
@@ -592,7 +605,7 @@ async def run_once(
             latencies = [watch.running[n] - sent[n] for n in slow]
             result["latency_p50_ms"] = 1000 * percentile(latencies, 0.50)
             result["latency_p99_ms"] = 1000 * percentile(latencies, 0.99)
-            await api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", {"kind": "DeleteOptions"})
+            await api.delete_pods(namespace, {"kind": "DeleteOptions"})
             await watch.wait(
                 lambda: all(n in watch.gone for n in slow), within=workload.timeout, what="latency pods gone"
             )

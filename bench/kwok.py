@@ -381,7 +381,7 @@ async def run_once(
 
         cpu_before = cpu_seconds(pid)
         t1 = time.monotonic()
-        await api.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", {"kind": "DeleteOptions"})
+        await api.delete_pods(namespace, {"kind": "DeleteOptions"})
         await watch.wait(lambda: len(watch.gone) >= total, within=deadline_s, what=f"{total} pods gone")
         result["delete_gone_s"] = watch.last(watch.gone, names) - t1
         result["delete_cpu_s"] = cpu_seconds(pid) - cpu_before
