@@ -73,7 +73,7 @@ from vkubelet.domain.errors import (
     classify,
     is_error,
 )
-from vkubelet.domain.pod import Pod
+from vkubelet.domain.pod import Pod, sharing_unchanged
 from vkubelet.domain.probes import apply_probe_results
 from vkubelet.domain.provider import Capability
 from vkubelet.domain.sync import (
@@ -227,7 +227,7 @@ class PodController:
             del self._api[uid]
             self._queue.add(uid)
         for uid, pod in listed.items():
-            self._api[uid] = pod
+            self._api[uid] = sharing_unchanged(pod, self._api.get(uid))
             self._queue.add(uid)
         return resource_version
 
@@ -269,7 +269,8 @@ class PodController:
             previous = self._api.get(uid)
             if previous is not None and previous.resource_version == event.pod.resource_version:
                 return
-            self._api[uid] = event.pod
+            # The spec is kept once, not once per status change.
+            self._api[uid] = sharing_unchanged(event.pod, previous)
         self._queue.add(uid)
 
     # -- provider feed ----------------------------------------------------------------------
@@ -642,7 +643,7 @@ class PodController:
             return  # deleted or replaced meanwhile; the watch will tell us
         current = self._api.get(api_pod.ref.uid)
         if current is not None and _newer(updated, current):
-            self._api[api_pod.ref.uid] = updated
+            self._api[api_pod.ref.uid] = sharing_unchanged(updated, current)
 
     def _pod_attributes(self, pod: Pod) -> dict[str, str | int | float | bool]:
         return {

@@ -160,3 +160,20 @@ def with_status(pod: Pod, status: Manifest) -> Pod:
     manifest = dict(pod.manifest)
     manifest["status"] = copy.deepcopy(dict(status))
     return Pod(pod.ref, manifest)
+
+
+def sharing_unchanged(pod: Pod, previous: Pod | None) -> Pod:
+    """``pod``, holding ``previous``'s spec object in place of an equal spec of its own.
+
+    The API server sends the whole pod with every change, yet a pod's spec seldom changes after
+    its creation (status patches, labels): an equal spec is then kept once, not once per copy
+    (the API's latest and the one the provider was given). ``pod`` itself is left untouched.
+    """
+    if previous is None or previous.ref != pod.ref:
+        return pod
+    spec, old = pod.manifest.get("spec"), previous.manifest.get("spec")
+    if spec is old or spec != old:
+        return pod
+    manifest = dict(pod.manifest)
+    manifest["spec"] = old
+    return Pod(pod.ref, manifest)

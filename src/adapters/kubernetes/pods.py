@@ -1,9 +1,10 @@
 """The pods bound to this node, over the Kubernetes API (implements ``PodGateway``).
 
 Hot path: a list page or a watch line is decoded once, bytes to dicts with the standard
-library, and each pod dict is wrapped by :meth:`Pod.from_manifest` as is. No typed model sits in
-between: that would cost a second conversion per pod and silently drop fields newer than this
-client (then lost by anything that writes the object back).
+library, and each pod dict is wrapped by :meth:`Pod.from_manifest` as is, less
+``metadata.managedFields`` (see :func:`kubelet_view`). No typed model sits in between: that would
+cost a second conversion per pod and silently drop fields newer than this client (then lost by
+anything that writes the object back).
 
 Watches ask for bookmarks (``allowWatchBookmarks=true``). Bookmarks carry no pod, so they are
 not events of the port; they only advance :attr:`PodWatch.resource_version`, which a caller may
@@ -41,6 +42,21 @@ _EVENT_TYPES = {t.value: t for t in WatchEventType}
 def pod_path(namespace: str, name: str, subresource: str = "") -> str:
     path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
     return f"{path}/{subresource}" if subresource else path
+
+
+def kubelet_view(manifest: dict[str, Any]) -> Pod:
+    """The pod of a freshly decoded manifest (which this changes in place), without
+    ``metadata.managedFields``.
+
+    The server's field-ownership records come with every list, watch, get and patch reply, and
+    nothing here or in a provider reads them (status patches never carry them); kept, they were
+    the largest share of vkubelet's memory per pod, held twice (the API's copy and the
+    provider's). Every other field stays, newer ones included.
+    """
+    meta = manifest.get("metadata") if isinstance(manifest, dict) else None
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return Pod.from_manifest(manifest)
 
 
 class PodWatch:
@@ -107,7 +123,7 @@ class PodWatch:
                 if event_type is None:
                     log.warning("%s: ignoring watch event of unknown type %r", what, kind)
                     continue
-                pod = Pod.from_manifest(obj)
+                pod = kubelet_view(obj)
                 if version:
                     self.resource_version = version
                 yield PodEvent(event_type, pod)
@@ -149,7 +165,7 @@ class KubernetesPodGateway:
                 # watched pod are the same document (providers receive this JSON).
                 item.setdefault("apiVersion", "v1")
                 item.setdefault("kind", "Pod")
-                pods.append(Pod.from_manifest(item))
+                pods.append(kubelet_view(item))
             meta = page.get("metadata") or {}
             # Every page of one paginated list is served from the same snapshot.
             resource_version = str(meta.get("resourceVersion") or resource_version)
@@ -170,7 +186,7 @@ class KubernetesPodGateway:
         manifest = await self._client.request(
             "GET", pod_path(namespace, name), what=f"pod {namespace}/{name}"
         )
-        return Pod.from_manifest(manifest)
+        return kubelet_view(manifest)
 
     async def patch_pod_status(self, ref: PodRef, status: Mapping[str, Any]) -> Pod:
         # metadata.uid acts as a precondition: the server refuses to change a UID. Nothing else
@@ -190,7 +206,7 @@ class KubernetesPodGateway:
                     f"status of pod {ref}: the pod named {ref.namespace}/{ref.name} has another UID now"
                 ) from exc.__cause__
             raise
-        return Pod.from_manifest(manifest)
+        return kubelet_view(manifest)
 
     async def delete_pod(self, ref: PodRef, *, grace_period_seconds: int) -> None:
         body = {
