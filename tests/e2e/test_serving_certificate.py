@@ -28,7 +28,11 @@ from typing import Any
 import pytest
 
 from tests.e2e.network import TestNetwork, unavailable_reason
-from tests.e2e.vkubelet_process import VkubeletProcess, node_is_ready, service_account_kubeconfig, wait_for
+from tests.e2e.vkubelet_process import (
+    VkubeletProcess,
+    process_provider_node,
+    wait_for,
+)
 from vkubelet.adapters.certs import fingerprint_sha256
 from vkubelet.entrypoints.localcluster.binaries import ensure_binaries
 from vkubelet.entrypoints.localcluster.cluster import LocalCluster
@@ -74,22 +78,8 @@ def daemon(
     cluster: LocalCluster, network: TestNetwork, work_dir: Path, node: str, extra_args: Sequence[str]
 ) -> Iterator[VkubeletProcess]:
     """vkubelet with the process provider as deploy/rbac.yaml's ServiceAccount, its node Ready."""
-    process = VkubeletProcess(
-        work_dir=work_dir,
-        kubeconfig=service_account_kubeconfig(cluster, work_dir),
-        node_name=node,
-        network=network,
-        provider="process",
-        provider_config={node: CAPACITY},
-        extra_args=extra_args,
-    ).start()
-    try:
-        wait_for(lambda: node_is_ready(cluster, node), timeout=60, what=f"node {node} Ready")
+    with process_provider_node(cluster, network, work_dir, node, CAPACITY, extra_args) as process:
         yield process
-        process.assert_alive()
-    finally:
-        process.stop()
-        print(process.log_tail(80))
 
 
 @contextlib.contextmanager

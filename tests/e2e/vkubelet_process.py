@@ -235,7 +235,12 @@ def node_is_ready(control_plane: Any, node: str) -> bool:
 
 @contextlib.contextmanager
 def process_provider_node(
-    control_plane: Any, network: TestNetwork | None, work_dir: Path, node: str, capacity: dict[str, str]
+    control_plane: Any,
+    network: TestNetwork | None,
+    work_dir: Path,
+    node: str,
+    capacity: dict[str, str],
+    extra_args: Sequence[str] = (),
 ) -> Iterator[VkubeletProcess]:
     """vkubelet with the in-process process provider, as deploy/rbac.yaml's ServiceAccount, until
     its node is Ready; stopped (log tail printed) at the end, and it must not have died."""
@@ -246,6 +251,7 @@ def process_provider_node(
         network=network,
         provider="process",
         provider_config={node: capacity},
+        extra_args=extra_args,
     ).start()
     try:
         wait_for(lambda: node_is_ready(control_plane, node), timeout=60, what=f"node {node} Ready")
