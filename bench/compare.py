@@ -156,16 +156,18 @@ class Api:
 
     async def delete_pods(self, namespace: str, body: Any) -> None:
         """Delete every pod of ``namespace`` (one collection DELETE). With thousands of pods on a
-        loaded API server the call can outlast its request timeout (504) after deleting only
-        some: the DELETE is repeated for the rest, a few times at most."""
+        loaded API server the call can outlast its request timeout (504, or the connection
+        closed) after deleting only some: the DELETE is repeated for the rest, a few times at
+        most."""
         for attempt in range(1, 6):
             try:
                 await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", body)
                 return
-            except RuntimeError as error:
-                if ": 504 " not in str(error) or attempt == 5:
+            except (RuntimeError, aiohttp.ServerDisconnectedError) as error:
+                timed_out = isinstance(error, aiohttp.ServerDisconnectedError) or ": 504 " in str(error)
+                if not timed_out or attempt == 5:
                     raise
-                log(f"collection DELETE in {namespace}: 504 (attempt {attempt}); repeating it")
+                log(f"collection DELETE in {namespace}: {error!r:.120} (attempt {attempt}); repeating it")
 
     async def create_namespace(self, name: str) -> None:
         await self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
