@@ -23,7 +23,10 @@ What the overlay patches, and why:
 * ``--client-ca-file``: this control plane signs the API server's kubelet client certificate
   with a client CA of its own, not the cluster CA in the ServiceAccount's ca.crt that the base
   uses (right for kubeadm-style clusters), so the overlay follows docs/deploy.md's recipe for such
-  clusters: that CA from ``extension-apiserver-authentication`` in a ConfigMap, mounted.
+  clusters: that CA from ``extension-apiserver-authentication`` in a ConfigMap, mounted;
+* no emptyDir over ``/tmp``: the provider's pods are host processes that see the host's /tmp
+  (writable anyway), and a checkout under /tmp (CI clones into a temporary folder) holds the
+  very command the pod runs, which the mount would hide.
 """
 
 from __future__ import annotations
@@ -87,14 +90,17 @@ def host_patch() -> list[dict[str, Any]]:
 
 
 def pod_ip_patch(*, kind: str, name: str) -> dict[str, Any]:
-    """A strategic merge patch: VKUBELET_POD_IP from status.hostIP (module doc). By env name, as
-    the variable's index differs between the Deployment and the StatefulSet."""
+    """A strategic merge patch: VKUBELET_POD_IP from status.hostIP and no /tmp mount (module
+    doc). By name and merge key, as the indexes differ between the Deployment and the StatefulSet."""
     env = {"name": "VKUBELET_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}
+    # The host's /tmp stays visible (module doc): the /tmp mount is deleted by its merge key.
+    no_tmp_mount = {"mountPath": "/tmp", "$patch": "delete"}
+    container = {"name": "vkubelet", "env": [env], "volumeMounts": [no_tmp_mount]}
     return {
         "apiVersion": "apps/v1",
         "kind": kind,
         "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {"template": {"spec": {"containers": [{"name": "vkubelet", "env": [env]}]}}},
+        "spec": {"template": {"spec": {"containers": [container]}}},
     }
 
 
