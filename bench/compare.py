@@ -156,15 +156,17 @@ class Api:
 
     async def delete_pods(self, namespace: str, body: Any) -> None:
         """Delete every pod of ``namespace`` (one collection DELETE). With thousands of pods on a
-        loaded API server the call can outlast its request timeout (504, or the connection
-        closed) after deleting only some: the DELETE is repeated for the rest, a few times at
+        loaded API server the call can outlast its request timeout (504, the connection closed,
+        or the reply cut off) after deleting only some: the DELETE is repeated for the rest, a few times at
         most."""
         for attempt in range(1, 6):
             try:
                 await self.request("DELETE", f"/api/v1/namespaces/{namespace}/pods", body)
                 return
-            except (RuntimeError, aiohttp.ServerDisconnectedError) as error:
-                timed_out = isinstance(error, aiohttp.ServerDisconnectedError) or ": 504 " in str(error)
+            except (RuntimeError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as error:
+                # The reply (the list of deleted pods) can also be cut off mid-body.
+                cut = isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError)
+                timed_out = cut or ": 504 " in str(error)
                 if not timed_out or attempt == 5:
                     raise
                 log(f"collection DELETE in {namespace}: {error!r:.120} (attempt {attempt}); repeating it")
@@ -237,24 +239,21 @@ def pod_ready(pod: dict[str, Any]) -> bool:
 
 
 @dataclass
-class PodWatch:
-    """One watch on a namespace's pods: when each pod was first seen Running, Ready, and gone.
+class CollectionWatch:
+    """One watch on a collection (``collection``, e.g. ``/api/v1/namespaces/ns/pods``), every
+    object handed to :meth:`_observe` with the monotonic time it arrived.
 
     The API server ends a watch after its request timeout (minutes, with jitter) or with an ERROR
-    event (e.g. "Too large resource version" when the list it started from is ahead of the pod
+    event (e.g. "Too large resource version" when the list it started from is ahead of the
     watch cache): the watch resumes from the last resourceVersion it saw, after a short pause;
-    after a 410 Gone it lists the namespace's pods once to catch up (pods seen before and missing
-    from the list count as gone at that moment). Bounded: ``max_restarts``.
+    after a 410 Gone it lists the collection once to catch up (:meth:`_listed`). Bounded:
+    ``max_restarts``.
     """
 
     api: Api
-    namespace: str
-    running: dict[str, float] = field(default_factory=dict)
-    ready: dict[str, float] = field(default_factory=dict)
-    gone: dict[str, float] = field(default_factory=dict)
+    collection: str
     max_restarts: int = 50
     restarts: int = 0
-    _seen: set[str] = field(default_factory=set)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
     _task: asyncio.Task[None] | None = None
 
@@ -274,7 +273,7 @@ class PodWatch:
     async def _follow(self, version: str) -> str:
         """Watch from ``version`` until the stream ends; the version to resume from ("" = list)."""
         path = (
-            f"/api/v1/namespaces/{self.namespace}/pods?watch=1&resourceVersion={version}"
+            f"{self.collection}?watch=1&resourceVersion={version}"
             "&allowWatchBookmarks=true&timeoutSeconds=7200"
         )
         async with self.api.session.get(self.api.server + path) as response:
@@ -284,43 +283,29 @@ class PodWatch:
             async for line in response.content:
                 now = time.monotonic()
                 event = json.loads(line)  # one decode per event
-                pod = event["object"]
+                obj = event["object"]
                 if event["type"] == "ERROR":
-                    code = pod.get("code")
-                    log(f"watch of {self.namespace}: {code} {pod.get('message', '')[:200]}; resuming")
+                    code = obj.get("code")
+                    log(f"watch of {self.collection}: {code} {obj.get('message', '')[:200]}; resuming")
                     return "" if code == 410 else version
-                version = (pod.get("metadata") or {}).get("resourceVersion") or version
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
                 if event["type"] != "BOOKMARK":
-                    self._observe(event["type"] == "DELETED", pod, now)
+                    self._observe(event["type"] == "DELETED", obj, now)
         return version
 
     async def _catch_up(self) -> str:
-        """List the namespace's pods into the tables; the resourceVersion to watch from."""
-        listing = await self.api.request("GET", f"/api/v1/namespaces/{self.namespace}/pods")
-        now = time.monotonic()
-        present: set[str] = set()
-        for pod in listing.get("items") or ():
-            present.add(pod["metadata"]["name"])
-            self._observe(False, pod, now)
-        for name in self._seen - present:
-            self.gone.setdefault(name, now)
+        """List the collection into the tables; the resourceVersion to watch from."""
+        listing = await self.api.request("GET", self.collection)
+        self._listed(listing.get("items") or (), time.monotonic())
         self._changed.set()
         return str(listing["metadata"]["resourceVersion"])
 
-    def _observe(self, deleted: bool, pod: dict[str, Any], now: float) -> None:
-        name = (pod.get("metadata") or {}).get("name")
-        if not name:
-            return
-        if deleted:
-            self.gone.setdefault(name, now)
-        else:
-            self._seen.add(name)
-            if (pod.get("status") or {}).get("phase") != "Running":
-                return
-            self.running.setdefault(name, now)
-            if pod_ready(pod):
-                self.ready.setdefault(name, now)
-        self._changed.set()
+    def _listed(self, items: Sequence[dict[str, Any]], now: float) -> None:
+        for obj in items:
+            self._observe(False, obj, now)
+
+    def _observe(self, deleted: bool, obj: dict[str, Any], now: float) -> None:
+        raise NotImplementedError
 
     async def wait(self, condition: Callable[[], bool], *, within: float, what: str) -> float:
         """Block until ``condition()`` holds after some event; the monotonic time it first held."""
@@ -337,14 +322,48 @@ class PodWatch:
                 await asyncio.wait_for(self._changed.wait(), min(remaining, 5.0))
         return time.monotonic()
 
-    def last(self, table: dict[str, float], names: Sequence[str]) -> float:
-        return max(table[name] for name in names)
-
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
                 await self._task
+
+
+class PodWatch(CollectionWatch):
+    """A namespace's pods: when each pod was first seen Running, Ready, and gone (after a 410,
+    pods seen before and missing from the catch-up list count as gone at that moment)."""
+
+    def __init__(self, api: Api, namespace: str) -> None:
+        super().__init__(api, f"/api/v1/namespaces/{namespace}/pods")
+        self.namespace = namespace
+        self.running: dict[str, float] = {}
+        self.ready: dict[str, float] = {}
+        self.gone: dict[str, float] = {}
+        self._seen: set[str] = set()
+
+    def _listed(self, items: Sequence[dict[str, Any]], now: float) -> None:
+        present = {pod["metadata"]["name"] for pod in items}
+        super()._listed(items, now)
+        for name in self._seen - present:
+            self.gone.setdefault(name, now)
+
+    def _observe(self, deleted: bool, pod: dict[str, Any], now: float) -> None:
+        name = (pod.get("metadata") or {}).get("name")
+        if not name:
+            return
+        if deleted:
+            self.gone.setdefault(name, now)
+        else:
+            self._seen.add(name)
+            if (pod.get("status") or {}).get("phase") != "Running":
+                return
+            self.running.setdefault(name, now)
+            if pod_ready(pod):
+                self.ready.setdefault(name, now)
+        self._changed.set()
+
+    def last(self, table: dict[str, float], names: Sequence[str]) -> float:
+        return max(table[name] for name in names)
 
 
 # -- the daemons -----------------------------------------------------------------------------

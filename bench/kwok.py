@@ -14,8 +14,8 @@ rotates every round) gets its own Node and namespace and a fresh process:
 4. the process's CPU (utime+stime over the burst, the deletion and the whole run) and its peak
    RSS (VmHWM), then SIGTERM.
 
-From the burst to the end of the deletion the node Leases in ``kube-node-lease`` are listed once
-a second: ``lease_late_max_s`` is the largest gap between consecutive ``renewTime`` values of
+From the burst to the end of the deletion the node Leases in ``kube-node-lease`` are watched:
+``lease_late_max_s`` is the largest gap between consecutive ``renewTime`` values of
 any node (counting the one written before the burst, and the time since the last one at the end)
 minus the implementation's renew interval (10 s for all of them: vkubelet's default, KWOK's
 quarter of its 40 s ``--node-lease-duration-seconds`` plus up to 4% jitter, zero_logic.py's).
@@ -41,6 +41,10 @@ Implementations:
 - ``zero``: bench/zero_logic.py, only the API calls a kubelet must make per pod. Every figure is
   also given as a ratio to it.
 
+``--profile py-spy`` samples each vkubelet process (py-spy at 100 Hz, non-blocking) over the burst
+and over the deletion, into ``<work-dir>/<node>.burst.folded`` and ``.delete.folded`` for
+bench/folded.py.
+
 Results: one JSON object per run in ``--out`` (JSON lines, plus one ``machine`` line with the load
 average before and after) and a Markdown table of medians on stdout.
 This is a benchmark, not a test: it is not part of the test suite.
@@ -51,6 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import itertools
 import json
@@ -59,18 +64,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from compare import (
     Api,
+    CollectionWatch,
     Daemon,
+    PhaseProfiler,
     PodWatch,
     Settings,
     cpu_seconds,
@@ -93,7 +98,8 @@ from vkubelet.application.settings import NodeSettings
 from vkubelet.entrypoints.localcluster.binaries import COMPONENTS, BinaryCache
 from vkubelet.entrypoints.localcluster.cluster import LocalCluster
 
-IMPLEMENTATIONS = ("kwok", "kwok-par", "vk", "vk-raised", "zero")
+IMPLEMENTATIONS = ("kwok", "kwok-par", "vk", "vk-raised", "zero", "vk-base", "vk-raised-base")
+BASELINE_SUFFIX = "-base"  # vk-base / vk-raised-base: vk / vk-raised from the --baseline package
 DEFAULT_IMPLS = ("kwok", "vk", "vk-raised", "zero")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 #: the stages kwokctl gives a cluster by default (pkg/kwokctl/runtime/cluster.go)
@@ -116,6 +122,8 @@ RENEW_INTERVAL_S = {
     "kwok-par": KWOK_LEASE_DURATION_S / 4,
     "vk": VK_RENEW_INTERVAL_S,
     "vk-raised": VK_RENEW_INTERVAL_S,
+    "vk-base": VK_RENEW_INTERVAL_S,
+    "vk-raised-base": VK_RENEW_INTERVAL_S,
     "zero": ZERO_RENEW_INTERVAL_S,
 }
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
@@ -205,50 +213,30 @@ async def create_kwok_node(api: Api, node: str, capacity_pods: int, *, pod_cidr:
     )
 
 
-@dataclass
-class LeaseMonitor:
-    """Every renewTime of some nodes' Leases over a window: LIST kube-node-lease once a second.
+class LeaseMonitor(CollectionWatch):
+    """Every renewTime of some nodes' Leases over a window, from a watch on kube-node-lease.
 
-    A renewal every 10 s cannot slip between two polls (a value is only lost if the next renewal
-    overwrites it within one poll, i.e. if a poll takes about a renew interval itself). The
-    largest gap counts the renewal already present when the window starts and, at its end, the
-    time since each node's last renewal, so a lease that stopped being renewed shows too.
+    A watch sees every update; a LIST once a second (the first version of this monitor) could
+    miss a renewal overwritten by the next one while the loaded API server took seconds to
+    answer, and so report a node late that was not. The largest gap counts the renewal already
+    present when the window starts and, at its end, the time since each node's last renewal, so
+    a lease that stopped being renewed shows too.
     """
 
-    api: Api
-    nodes: frozenset[str]
-    period: float = 1.0
-    renewals: dict[str, set[datetime]] = field(default_factory=dict)
-    polls: int = 0
-    _task: asyncio.Task[None] | None = None
+    def __init__(self, api: Api, nodes: frozenset[str]) -> None:
+        super().__init__(api, LEASES)
+        self.nodes = nodes
+        self.renewals: dict[str, set[datetime]] = {}
 
-    async def start(self) -> None:
-        await self._poll()
-        self._task = asyncio.create_task(self._run())
+    def _observe(self, deleted: bool, lease: dict[str, Any], now: float) -> None:
+        name = (lease.get("metadata") or {}).get("name")
+        renewed = (lease.get("spec") or {}).get("renewTime")
+        if not deleted and name in self.nodes and renewed:
+            self.renewals.setdefault(name, set()).add(datetime.fromisoformat(renewed))
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.period)
-            with contextlib.suppress(RuntimeError, aiohttp.ClientError):
-                await self._poll()
-
-    async def _poll(self) -> None:
-        listing = await self.api.request("GET", LEASES)
-        for lease in listing.get("items") or ():
-            name = lease["metadata"]["name"]
-            renewed = (lease.get("spec") or {}).get("renewTime")
-            if name in self.nodes and renewed:
-                self.renewals.setdefault(name, set()).add(datetime.fromisoformat(renewed))
-        self.polls += 1
-
-    async def stop(self) -> dict[str, Any]:
+    async def finish(self) -> dict[str, Any]:
         """End the window: its largest renewal gap of any node, and the renewals seen in it."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        with contextlib.suppress(RuntimeError, aiohttp.ClientError):
-            await self._poll()
+        await self.stop()
         end = datetime.now(UTC)
         gap_max: float | None = None
         for node in self.renewals.keys() & self.nodes:
@@ -261,17 +249,10 @@ class LeaseMonitor:
         return {
             "lease_gap_max_s": gap_max,
             "lease_renewals": seen,
-            "lease_polls": self.polls,
+            "lease_watch_restarts": self.restarts,
             # Nodes whose Lease never had a renewTime in the window (0 for a sound implementation).
             "lease_missing": len(self.nodes - self.renewals.keys()),
         }
-
-    async def stop_quietly(self) -> None:
-        """End the polling, if still on (a run that failed half-way)."""
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def spawn(command: list[str], log_path: Path, impl: str, node: str) -> Daemon:
@@ -288,7 +269,14 @@ async def start(api: Api, ctx: Context, impl: str, node: str, *, nodes: Sequence
     """One process of ``impl`` serving ``node``, or with ``nodes``, all of them (``node`` names its files)."""
     served = list(nodes) or [node]
     if impl in ("vk", "vk-raised"):
-        return start_daemon(impl, ctx.vk, ctx.cluster, node, nodes=nodes or None)
+        current = dataclasses.replace(ctx.vk, vkubelet_path=None)  # the package installed here
+        return start_daemon(impl, current, ctx.cluster, node, nodes=nodes or None)
+    if impl in ("vk-base", "vk-raised-base"):
+        if ctx.vk.vkubelet_path is None:
+            raise SystemExit(f"{impl} needs --baseline")
+        base_impl = impl.removesuffix(BASELINE_SUFFIX)
+        daemon = start_daemon(base_impl, ctx.vk, ctx.cluster, node, nodes=nodes or None)
+        return dataclasses.replace(daemon, impl=impl)
     log_path = ctx.work_dir / f"{node}.log"
     if impl in ("kwok", "kwok-par"):
         assert ctx.kwok_binary is not None
@@ -369,23 +357,28 @@ async def run_once(
         await leases.start()
 
         names = [f"p{i:05d}" for i in range(total)]
+        profiled = ctx.vk.profile == "py-spy" and impl.startswith("vk")
+        profiler = PhaseProfiler(ctx.vk, pid, node, enabled=profiled)
         cpu_before = cpu_seconds(pid)
         t0 = time.monotonic()
-        created = await create_pods(
-            api, namespace, node, names, concurrency=create_concurrency, nodes=many or None
-        )
-        result["create_s"] = max(created.values()) - t0
-        await watch.wait(lambda: len(watch.running) >= total, within=deadline_s, what=f"{total} pods Running")
+        with profiler.phase("burst"):
+            created = await create_pods(
+                api, namespace, node, names, concurrency=create_concurrency, nodes=many or None
+            )
+            result["create_s"] = max(created.values()) - t0
+            all_running = f"{total} pods Running"
+            await watch.wait(lambda: len(watch.running) >= total, within=deadline_s, what=all_running)
         result["burst_running_s"] = watch.last(watch.running, names) - t0
         result["burst_cpu_s"] = cpu_seconds(pid) - cpu_before
 
         cpu_before = cpu_seconds(pid)
         t1 = time.monotonic()
-        await api.delete_pods(namespace, {"kind": "DeleteOptions"})
-        await watch.wait(lambda: len(watch.gone) >= total, within=deadline_s, what=f"{total} pods gone")
+        with profiler.phase("delete"):
+            await api.delete_pods(namespace, {"kind": "DeleteOptions"})
+            await watch.wait(lambda: len(watch.gone) >= total, within=deadline_s, what=f"{total} pods gone")
         result["delete_gone_s"] = watch.last(watch.gone, names) - t1
         result["delete_cpu_s"] = cpu_seconds(pid) - cpu_before
-        lease_window = await leases.stop()
+        lease_window = await leases.finish()
 
         result["peak_rss_kib"] = memory_kib(pid)["VmHWM"]
         result["total_cpu_s"] = cpu_seconds(pid)
@@ -396,7 +389,7 @@ async def run_once(
         if lease_window["lease_gap_max_s"] is not None:
             result["lease_late_max_s"] = lease_window["lease_gap_max_s"] - RENEW_INTERVAL_S[impl]
     finally:
-        await leases.stop_quietly()
+        await leases.stop()
         await watch.stop()
         if daemon is not None:
             result["exit_code"] = daemon.stop()
@@ -478,6 +471,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--kwok-binary", type=Path, help="kwok executable (default: build/cache it)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="deadline of each wait, s")
+    parser.add_argument(
+        "--profile",
+        choices=("", "py-spy"),
+        default="",
+        help="py-spy: sample each vkubelet process per phase into <work-dir>/<node>.{burst,delete}.folded",
+    )
+    parser.add_argument("--py-spy", default="py-spy", help="py-spy executable (with --profile py-spy)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="directory holding another vkubelet package (a commit's src/ as vkubelet/) for the "
+        "vk-base and vk-raised-base implementations: before/after in alternating rounds",
+    )
     parser.add_argument("--work-dir", type=Path, help="logs and configs (default: a new temp dir)")
     parser.add_argument("--out", type=Path, help="JSON lines of results (default: <work-dir>/results.jsonl)")
     return parser.parse_args(argv)
@@ -506,9 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raised_burst=args.raised_burst,
         work_dir=work_dir,
         capacity_pods=max(10 * max(args.pods), 10000),
-        profile="",
-        py_spy="",
-        vkubelet_path=None,
+        profile=args.profile,
+        py_spy=args.py_spy,
+        vkubelet_path=args.baseline,  # used only by the *-base implementations
     )
     with local_cluster() as cluster:
         ctx = Context(cluster, vk, work_dir, kwok_binary, kwok_path, kwok_par_path)

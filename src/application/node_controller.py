@@ -147,8 +147,12 @@ class NodeController:
         settings: NodeControllerSettings,
         events: EventRecorder | None = None,
         tracer: Tracer | None = None,
+        lease_jitter: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._nodes = nodes
+        # Draws from [0, 1) that stretch each lease interval a little (random.random in the
+        # daemon: nodes started together drift apart); none by default, so tests keep exact times.
+        self._lease_jitter = lease_jitter
         self._leases = leases
         self._provider = provider
         self._clock = clock
@@ -512,7 +516,9 @@ class NodeController:
             try:
                 await self._renew_lease()
                 failures = 0
-                delay = next_renewal(timing, attempt_started=started, now=self._clock.monotonic())
+                delay = next_renewal(
+                    timing, attempt_started=started, now=self._clock.monotonic(), jitter=self._lease_jitter()
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as error:

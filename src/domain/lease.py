@@ -20,6 +20,9 @@ from vkubelet.domain.errors import InvalidInput
 DEFAULT_LEASE_DURATION_SECONDS = 40
 LEASE_NAMESPACE = "kube-node-lease"
 
+#: the largest share by which a renewal interval is stretched at random (the kubelet's 0.04)
+RENEW_JITTER = 0.04
+
 # Backoff after a failed renewal: 200 ms, 400 ms, 800 ms, ... capped at 7 s.
 LEASE_ERROR_BACKOFF = Backoff(base=0.2, cap=7.0)
 
@@ -50,14 +53,19 @@ class LeaseTiming:
         return cls(duration_seconds=duration_seconds, renew_interval=duration_seconds * 0.25)
 
 
-def next_renewal(timing: LeaseTiming, *, attempt_started: float, now: float) -> float:
+def next_renewal(timing: LeaseTiming, *, attempt_started: float, now: float, jitter: float = 0.0) -> float:
     """Seconds to wait before the next renewal, given when (monotonic) the last one started.
 
     The cadence is measured from the start of the previous attempt, so a renewal that took a
     while does not push every later one back; a renewal slower than the interval is followed
-    at once.
+    at once. ``jitter`` (a draw from [0, 1); the domain has no randomness of its own) stretches
+    the interval by up to :data:`RENEW_JITTER`, as the kubelet's lease controller does, so nodes
+    started together (several in one process) drift apart instead of renewing in the same
+    instant; never by more than half the margin left before the lease would lapse.
     """
-    return max(0.0, attempt_started + timing.renew_interval - now)
+    margin = timing.duration_seconds - timing.renew_interval
+    stretch = min(timing.renew_interval * RENEW_JITTER * jitter, margin / 2)
+    return max(0.0, attempt_started + timing.renew_interval + stretch - now)
 
 
 def lease_backoff(failures: int) -> float:

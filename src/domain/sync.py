@@ -18,6 +18,7 @@ Differences from upstream, on purpose:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,9 +94,12 @@ def _field(manifest: Manifest, path: tuple[str, str]) -> Any:
 
 
 def spec_key(pod: Pod) -> str:
-    """A canonical string of the updatable fields, for "did the spec change since we applied it"."""
+    """A digest of the updatable fields in canonical form, for "did the spec change since we
+    applied it". A digest, not the canonical JSON itself: the controller keeps one per pod, and
+    the JSON of a pod's containers is kilobytes."""
     fields = {"/".join(path): _field(pod.manifest, path) for path in UPDATABLE_FIELDS}
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
 
 def _sorted_env(containers: Any) -> Any:

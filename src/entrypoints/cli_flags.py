@@ -221,7 +221,12 @@ def _build_parser() -> _Parser:
     value("--kube-api-qps", "client-side API request rate; 0 = unlimited (default 50)", metavar="QPS")
     value("--kube-api-burst", "client-side API request burst (default 100)", metavar="N")
     # Node
-    value("--nodename", f"node name (default: $DEFAULT_NODE_NAME, else {DEFAULT_NODE_NAME})", metavar="NAME")
+    value(
+        "--nodename",
+        "node name, or several comma-separated for one node each "
+        f"(default: $DEFAULT_NODE_NAME, else {DEFAULT_NODE_NAME})",
+        metavar="NAME[,NAME...]",
+    )
     value("--os", "operating system of the node: linux or windows (default linux)", metavar="OS")
     value("--provider", "provider to run pods in (required)", metavar="NAME")
     value("--provider-config", "provider configuration file", metavar="PATH")

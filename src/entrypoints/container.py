@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import operator
 import os
+import random
 import secrets
 import socket
 import tempfile
@@ -26,7 +27,7 @@ from vkubelet.adapters.kubeletapi.remotecommand import StreamTimeouts
 from vkubelet.adapters.kubeletapi.server import KubeletServer
 from vkubelet.adapters.kubeletapi.tls import ListenerCertificate, server_tls
 from vkubelet.adapters.kubernetes.certificates import KubernetesCertificateSigningRequests
-from vkubelet.adapters.kubernetes.client import USER_AGENT, create_client
+from vkubelet.adapters.kubernetes.client import USER_AGENT, ConnectionPool, create_client
 from vkubelet.adapters.kubernetes.config import KubernetesConfigSource
 from vkubelet.adapters.kubernetes.events import KubernetesEventRecorder
 from vkubelet.adapters.kubernetes.leases import KubernetesLeaseGateway
@@ -142,15 +143,32 @@ class Kubernetes(containers.DeclarativeContainer):
     """The API server side: one client, one gateway per port."""
 
     settings: providers.Dependency[Settings] = providers.Dependency(instance_of=Settings)
+    # None: the client has connections of its own. Several nodes in one process share one
+    # ConnectionPool each (daemon.run_nodes overrides these), each keeping its own client and
+    # rate limit.
+    connection_pool: providers.Provider[ConnectionPool | None] = providers.Object(None)
+    heartbeat_pool: providers.Provider[ConnectionPool | None] = providers.Object(None)
     client = providers.Singleton(
         create_client,
         _setting(settings, "kube.kubeconfig"),
         qps=_setting(settings, "kube.qps"),
         burst=_setting(settings, "kube.burst"),
+        pool=connection_pool,
+    )
+    # The Node and its Lease go through a client of their own with no client-side rate limit,
+    # as the kubelet's heartbeat client does: a burst of pod status patches queued in the rate
+    # limit or waiting for a connection must not make the lease late.
+    heartbeat_client = providers.Singleton(
+        create_client,
+        _setting(settings, "kube.kubeconfig"),
+        qps=0,
+        burst=0,
+        user_agent=f"{USER_AGENT} heartbeat",
+        pool=heartbeat_pool,
     )
     pods = providers.Singleton(KubernetesPodGateway, client, node_name=_setting(settings, "node.name"))
-    nodes = providers.Singleton(KubernetesNodeGateway, client)
-    leases = providers.Singleton(KubernetesLeaseGateway, client)
+    nodes = providers.Singleton(KubernetesNodeGateway, heartbeat_client)
+    leases = providers.Singleton(KubernetesLeaseGateway, heartbeat_client)
     # --leader-elect: the election has its own client, so its renewals never queue behind a
     # burst of status patches in the shared rate limit (kube components do the same).
     election_client = providers.Singleton(
@@ -422,6 +440,7 @@ class Application(containers.DeclarativeContainer):
         clock=clock,
         events=event_writes,
         tracer=tracer,
+        lease_jitter=providers.Object(random.random),
     )
     # --rotate-server-certificates: a CSR-issued certificate replaces the self-signed one in the
     # live listener (new connections get it), renewed before it expires; None without the flag.

@@ -30,7 +30,10 @@ import os
 import signal
 from collections.abc import Iterator, Sequence
 
-from vkubelet.adapters.kubernetes.client import KubeClient
+from dependency_injector import providers
+
+from vkubelet.adapters.kubernetes.client import DEFAULT_MAX_CONNECTIONS, ConnectionPool, KubeClient
+from vkubelet.adapters.telemetry.logs import current_node
 from vkubelet.application.leader import LeaderElector
 from vkubelet.application.node_controller import NodeController
 from vkubelet.application.pod_controller import PodController
@@ -74,6 +77,14 @@ async def run_nodes(nodes: Sequence[Settings], *, internal_ip: str) -> int:
     # the first node's, shared by the others.
     for container in containers[1:]:
         container.telemetry.override(containers[0].telemetry)
+    # One set of API server connections for the pod traffic and one for the heartbeats (the
+    # nodes differ only in name and port, so they share the kubeconfig); closed once every node
+    # has stopped. The pod pool keeps one client's connection limit across all the nodes, plus
+    # one connection for each node's long-lived pod watch.
+    pools = ConnectionPool(limit=DEFAULT_MAX_CONNECTIONS + len(nodes)), ConnectionPool()
+    for container in containers:
+        container.kube.connection_pool.override(providers.Object(pools[0]))
+        container.kube.heartbeat_pool.override(providers.Object(pools[1]))
     stop = asyncio.Event()
     with _signals(stop):
         telemetry = containers[0].telemetry()
@@ -85,6 +96,8 @@ async def run_nodes(nodes: Sequence[Settings], *, internal_ip: str) -> int:
             ]
             results = await asyncio.gather(*runs, return_exceptions=True)
         finally:
+            for pool in pools:
+                await pool.close()
             await telemetry.shutdown()
     codes: list[int] = []
     for node, result in zip(nodes, results, strict=True):
@@ -98,6 +111,7 @@ async def run_nodes(nodes: Sequence[Settings], *, internal_ip: str) -> int:
 
 
 async def _run_node(container: Application, settings: Settings, stop: asyncio.Event) -> int:
+    current_node.set(settings.node.name)  # this task's context only: its log lines name the node
     try:
         return await _run_traced(container, settings, stop)
     except BaseException:
@@ -193,6 +207,7 @@ async def _run_traced(container: Application, settings: Settings, stop: asyncio.
         await events.close(drain_seconds=0.0 if lost else 5.0)
         await provider.close()
         await client.close()
+        await container.kube.heartbeat_client().close()
         if elector is not None:
             await container.kube.election_client().close()
 

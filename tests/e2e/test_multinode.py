@@ -154,6 +154,10 @@ def test_sigterm_stops_every_node(control_plane: Any, daemon: VkubeletProcess) -
     assert daemon.stop() == 0
     for node in NODES:
         wait_for(functools.partial(node_not_ready, control_plane, node), timeout=30, what=f"{node} NotReady")
+    # Each node's lines say which node they are about (the log is the one process's).
+    log = daemon.log_path.read_text(errors="replace")
+    for node in NODES:
+        assert f"shutting down node={node}" in log
 
 
 def test_one_node_failing_at_startup_fails_the_process_naming_it(

@@ -23,7 +23,7 @@ from lightkube import ApiError
 
 from tests.fakes.clock import FakeClock
 from vkubelet import __version__
-from vkubelet.adapters.kubernetes.client import KubeClient, TokenBucket, create_client
+from vkubelet.adapters.kubernetes.client import ConnectionPool, KubeClient, TokenBucket, create_client
 from vkubelet.adapters.kubernetes.config import KubernetesConfigSource
 from vkubelet.adapters.kubernetes.errors import (
     HttpStatusError,
@@ -31,7 +31,7 @@ from vkubelet.adapters.kubernetes.errors import (
     error_for_status,
     translate_error,
 )
-from vkubelet.adapters.kubernetes.events import KubernetesEventRecorder
+from vkubelet.adapters.kubernetes.events import DROP_REPORT_INTERVAL_S, KubernetesEventRecorder
 from vkubelet.adapters.kubernetes.pods import KubernetesPodGateway
 from vkubelet.application.ports.cluster import EventType, ObjectRef, WatchEventType
 from vkubelet.domain.errors import (
@@ -65,6 +65,7 @@ class FakeApiServer:
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.headers: list[dict[str, str]] = []
+        self.peers: list[tuple[str, int] | None] = []  # the client end of each request's connection
         self.failures: dict[str, tuple[int, str, str]] = {}  # path -> (code, content type, body)
         self.rejected_tokens: set[str] = set()
         app = web.Application()
@@ -81,6 +82,7 @@ class FakeApiServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
         self.headers.append(dict(request.headers))
+        self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         if request.headers.get("Authorization") in self.rejected_tokens:
             return web.json_response(status_body(401, "Unauthorized", "Unauthorized"), status=401)
         if request.path in self.failures:
@@ -179,6 +181,45 @@ async def kube(server: FakeApiServer, tmp_path: Path) -> AsyncIterator[KubeClien
         yield client
     finally:
         await client.close()
+
+
+async def test_a_reply_not_decoded_is_empty_but_an_error_is_still_classified(
+    server: FakeApiServer, kube: KubeClient
+) -> None:
+    found = "/api/v1/namespaces/ns/configmaps/cm"
+    assert (await kube.request("GET", found, what="configmap cm"))["data"] == {"k": "v"}
+    assert await kube.request("GET", found, what="configmap cm", decode=False) == {}
+    with pytest.raises(NotFound, match="configmap gone"):
+        await kube.request(
+            "GET", "/api/v1/namespaces/ns/configmaps/gone", what="configmap gone", decode=False
+        )
+
+
+async def test_clients_sharing_a_connection_pool_reuse_one_connection_each_with_its_own_headers(
+    server: FakeApiServer, tmp_path: Path
+) -> None:
+    """Several nodes of one process: their clients take turns on one kept-alive connection
+    (each still sends its own User-Agent), and closing a client leaves the pool to the others."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", server.port)
+    pool = ConnectionPool()
+    first = create_client(kubeconfig, qps=0, burst=0, pool=pool, user_agent="node-a")
+    second = create_client(kubeconfig, qps=0, burst=0, pool=pool, user_agent="node-b")
+    apart = create_client(kubeconfig, qps=0, burst=0, user_agent="apart")
+    try:
+        for client in (first, second, first, second):
+            await client.request("GET", "/api/v1/namespaces/ns/configmaps/cm", what="configmap cm")
+        await first.close()
+        await second.request("GET", "/api/v1/namespaces/ns/configmaps/cm", what="configmap cm")
+        await apart.request("GET", "/api/v1/namespaces/ns/configmaps/cm", what="configmap cm")
+    finally:
+        await second.close()
+        await apart.close()
+        await pool.close()
+    pooled, alone = server.peers[:5], server.peers[5]
+    assert len(set(pooled)) == 1, f"one connection for the pooled clients, not {pooled}"
+    assert alone not in pooled, "a client without the pool has its own connection"
+    agents = [h["User-Agent"] for h in server.headers]
+    assert agents == ["node-a", "node-b", "node-a", "node-b", "node-b", "apart"]
 
 
 # -- the mapping table ------------------------------------------------------------------------
@@ -421,3 +462,40 @@ async def test_event_recorder_swallows_api_failures_and_overflow(
     posts = [p for m, p, _ in server.requests if m == "POST"]
     assert posts == ["/api/v1/namespaces/ns/events"] * 3
     assert "cannot write event Failed for Pod ns/web-0" in caplog.text
+
+
+async def test_a_full_event_queue_is_reported_once_per_interval_with_its_count(
+    server: FakeApiServer, kube: KubeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    recorder = KubernetesEventRecorder(kube, component="vk", host="vk", queue_size=2, clock=clock)
+    obj = ObjectRef.for_pod(PodRef("ns", "web-0", "u1"))
+
+    def record(count: int) -> None:
+        for i in range(count):
+            recorder.record(obj, type=EventType.NORMAL, reason="Started", message=str(i))
+
+    latest = "Normal Started for Pod ns/web-0"
+
+    def drop_reports() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "event queue full" in r.getMessage()]
+
+    record(2 + 500)  # not started: 2 queued, 500 dropped in one burst
+    assert recorder.dropped == 500
+    assert drop_reports() == [
+        f"event queue full (2 queued): dropped 1 event(s) since the last report, the latest {latest}"
+    ], "the first drop is reported at once, the other 499 of the burst only counted"
+    await clock.advance(DROP_REPORT_INTERVAL_S)
+    record(1)
+    assert drop_reports()[1:] == [
+        f"event queue full (2 queued): dropped 500 event(s) since the last report, the latest {latest}"
+    ]
+    record(3)  # within the interval again: counted, reported once the writer has emptied the queue
+    assert len(drop_reports()) == 2
+    recorder.start()
+    await recorder.flush()
+    await recorder.close()
+    assert drop_reports()[2:] == [
+        f"event queue full (0 queued): dropped 3 event(s) since the last report, the latest {latest}"
+    ]
+    assert recorder.dropped == 504

@@ -176,6 +176,42 @@ class WatchResponse:
             yield pending
 
 
+#: the connections one client opens at most (aiohttp's default too)
+DEFAULT_MAX_CONNECTIONS = 100
+
+
+class ConnectionPool:
+    """API server connections shared by the clients of several nodes in one process.
+
+    Every node keeps its own :class:`KubeClient` (its rate limit, user agent and credential
+    flow); they share the TCP/TLS connections, so idle connections are reused across nodes
+    instead of each node keeping its own (one costs about 300 KiB: asyncio's 256 KiB TLS read
+    buffer plus OpenSSL's state). ``limit`` bounds the open connections (0: no bound); a
+    long-lived watch holds one for as long as it runs, so the limit must leave room for every
+    watch the sharing clients keep open.
+
+    For clients of one kubeconfig: the TLS context (client certificate included) of the first
+    client to connect serves every connection. Made and closed inside the event loop; close it
+    after every client using it has closed.
+    """
+
+    def __init__(self, *, limit: int = 0) -> None:
+        self._limit = limit
+        self._connector: aiohttp.TCPConnector | None = None
+
+    def connector(self, ssl_context: ssl.SSLContext | None) -> aiohttp.TCPConnector:
+        if self._connector is None:
+            self._connector = aiohttp.TCPConnector(
+                ssl=ssl_context if ssl_context is not None else True, limit=self._limit
+            )
+        return self._connector
+
+    async def close(self) -> None:
+        if self._connector is not None:
+            await self._connector.close()
+            self._connector = None
+
+
 class KubeClient:
     """One API server connection: raw JSON requests, watch streams, and a lightkube client.
 
@@ -195,8 +231,9 @@ class KubeClient:
         auth: httpx2.Auth | None = None,
         timeout_seconds: float = 10.0,
         user_agent: str = USER_AGENT,
-        max_connections: int = 100,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         config: SingleConfig | None = None,
+        pool: ConnectionPool | None = None,
     ) -> None:
         self._server = server.rstrip("/")
         self._bucket = bucket
@@ -206,6 +243,7 @@ class KubeClient:
         self._headers = {"User-Agent": user_agent, "Accept": JSON}
         self._max_connections = max_connections
         self._config = config
+        self._pool = pool
         self._session: aiohttp.ClientSession | None = None
         self._lightkube: lightkube.AsyncClient | None = None
 
@@ -233,10 +271,15 @@ class KubeClient:
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    ssl=self._ssl_context if self._ssl_context is not None else True,
-                    limit=self._max_connections,
+                connector=(
+                    self._pool.connector(self._ssl_context)
+                    if self._pool is not None
+                    else aiohttp.TCPConnector(
+                        ssl=self._ssl_context if self._ssl_context is not None else True,
+                        limit=self._max_connections,
+                    )
                 ),
+                connector_owner=self._pool is None,  # a shared pool outlives each client
                 headers=self._headers,
                 trust_env=False,
                 # The API server's JSON is decoded by us; raise_for_status stays off so error
@@ -279,8 +322,14 @@ class KubeClient:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         content_type: str = JSON,
+        decode: bool = True,
     ) -> dict[str, Any]:
-        """Send one request and return the decoded JSON response (``{}`` when there is none)."""
+        """Send one request and return the decoded JSON response (``{}`` when there is none).
+
+        ``decode=False``: a success's body is read and dropped, ``{}`` returned (for a caller
+        that needs only the outcome: a pod DELETE answers with the whole pod). Errors are
+        decoded either way.
+        """
         content = encode_json(body) if body is not None else None
         headers = {"Content-Type": content_type} if content is not None else None
         timeout = aiohttp.ClientTimeout(
@@ -300,7 +349,7 @@ class KubeClient:
                     body=payload,
                     what=what,
                 )
-            if not payload:
+            if not payload or not decode:
                 return {}
             decoded: dict[str, Any] = json.loads(payload)
             return decoded
@@ -386,13 +435,15 @@ def create_client(
     context: str | None = None,
     timeout_seconds: float = 10.0,
     user_agent: str = USER_AGENT,
-    max_connections: int = 100,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    pool: ConnectionPool | None = None,
 ) -> KubeClient:
     """Build a :class:`KubeClient` from a kubeconfig path (None: in-cluster config).
 
     ``qps``/``burst`` are the client-side token bucket (``qps <= 0`` means unlimited).
     ``timeout_seconds`` applies to connecting and to each read of ordinary requests; watch
-    streams set their own read timeout. Raises lightkube's ConfigError for an unusable config.
+    streams set their own read timeout. With ``pool`` the client's connections come from it
+    (``max_connections`` is then unused). Raises lightkube's ConfigError for an unusable config.
     """
     config = load_config(kubeconfig, context=context)
     user = config.user or User()
@@ -413,4 +464,5 @@ def create_client(
         user_agent=user_agent,
         max_connections=max_connections,
         config=config,
+        pool=pool,
     )

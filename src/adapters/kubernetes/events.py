@@ -2,7 +2,8 @@
 
 :meth:`KubernetesEventRecorder.record` only puts the event on a bounded queue; one background
 task (:meth:`~KubernetesEventRecorder.start` / :meth:`~KubernetesEventRecorder.close`) writes
-them to the API server in order. When the queue is full the event is dropped and counted; API
+them to the API server in order. When the queue is full the event is dropped, counted and
+reported (one warning per ``DROP_REPORT_INTERVAL_S`` with the count, not one per event); API
 failures are logged and forgotten. Nothing is ever raised to the recording code.
 
 Repeats are aggregated the way ``kubectl describe`` readers expect: an event identical to one
@@ -33,6 +34,8 @@ from vkubelet.domain.pod import format_time
 log = logging.getLogger(__name__)
 
 _MAX_NAME = 253
+#: at most one "queue full" warning per this many seconds (plus one once the queue drained)
+DROP_REPORT_INTERVAL_S = 10.0
 _EventKey = tuple[str, str, str, str, str, str, str]
 
 
@@ -85,6 +88,11 @@ class KubernetesEventRecorder:
         self._last_suffix = 0
         self.dropped = 0
         """Events lost because the queue was full or the recorder closed."""
+        # A burst can overflow the queue thousands of times a second: one warning per
+        # DROP_REPORT_INTERVAL_S with the count, and one when the queue has drained.
+        self._unreported_drops = 0
+        self._latest_drop = ""
+        self._drops_reported_at: float | None = None
 
     def start(self) -> None:
         """Start the writer task on the running loop. Idempotent."""
@@ -100,14 +108,11 @@ class KubernetesEventRecorder:
             self._queue.put_nowait(_Occurrence(obj, EventType(type), reason, message, self._clock.now()))
         except asyncio.QueueFull:
             self.dropped += 1
-            log.warning(
-                "event queue full, dropping %s event %s for %s %s/%s",
-                type,
-                reason,
-                obj.kind,
-                obj.namespace,
-                obj.name,
-            )
+            self._unreported_drops += 1
+            self._latest_drop = f"{EventType(type).value} {reason} for {_describe(obj)}"
+            now = self._clock.monotonic()
+            if self._drops_reported_at is None or now - self._drops_reported_at >= DROP_REPORT_INTERVAL_S:
+                self._report_drops(now)
         except Exception:  # the recording code must never fail because of an event
             self.dropped += 1
             log.exception("cannot queue event %s for %s %s", reason, obj.kind, obj.name)
@@ -144,6 +149,18 @@ class KubernetesEventRecorder:
                 log.exception("cannot write event %s for %s", occurrence.reason, _describe(occurrence.obj))
             finally:
                 self._queue.task_done()
+            if self._unreported_drops and self._queue.empty():
+                self._report_drops(self._clock.monotonic())
+
+    def _report_drops(self, now: float) -> None:
+        log.warning(
+            "event queue full (%d queued): dropped %d event(s) since the last report, the latest %s",
+            self._queue.qsize(),
+            self._unreported_drops,
+            self._latest_drop,
+        )
+        self._unreported_drops = 0
+        self._drops_reported_at = now
 
     async def _write(self, occurrence: _Occurrence) -> None:
         key = occurrence.key
@@ -157,6 +174,7 @@ class KubernetesEventRecorder:
                     what=f"event {written.namespace}/{written.name}",
                     body={"count": written.count + 1, "lastTimestamp": format_time(occurrence.at)},
                     content_type=MERGE_PATCH,
+                    decode=False,
                 )
             except NotFound:
                 pass  # expired or deleted meanwhile: start a new event below
@@ -172,6 +190,7 @@ class KubernetesEventRecorder:
             _event_path(namespace),
             what=f"event {namespace}/{name}",
             body=self._manifest(occurrence, namespace, name),
+            decode=False,
         )
         self._written[key] = _Written(namespace, name, 1, now)
         self._written.move_to_end(key)

@@ -215,4 +215,6 @@ class KubernetesPodGateway:
             "gracePeriodSeconds": max(0, int(grace_period_seconds)),
             "preconditions": {"uid": ref.uid},
         }
-        await self._client.request("DELETE", pod_path(ref.namespace, ref.name), what=f"pod {ref}", body=body)
+        await self._client.request(
+            "DELETE", pod_path(ref.namespace, ref.name), what=f"pod {ref}", body=body, decode=False
+        )

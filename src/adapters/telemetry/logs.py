@@ -1,7 +1,8 @@
-"""Trace ids in log lines: a logging.Filter that stamps the current span on every record."""
+"""Log line context: filters that stamp the current span, and the node of a multi-node process."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 
 from opentelemetry import trace
@@ -22,4 +23,21 @@ class TraceIdFilter(logging.Filter):
             )
         else:
             fields.update(trace_id="", span_id="", trace_context="")
+        return True
+
+
+#: The node the running task works for in a process serving several (``--nodename a,b``). Set
+#: once in each node's top task; every task started below it inherits it (asyncio copies the
+#: context into a new task), so no call site has to pass the name to its logger.
+current_node: contextvars.ContextVar[str] = contextvars.ContextVar("vkubelet_node", default="")
+
+
+class NodeNameFilter(logging.Filter):
+    """Adds ``node`` (the :data:`current_node`, or ``""``) and ``node_context`` (`` node=<name>``
+    or ``""``) to each record, so a single-node process logs exactly as before. Never drops a
+    record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        node = current_node.get()
+        record.__dict__.update(node=node, node_context=f" node={node}" if node else "")
         return True

@@ -31,6 +31,18 @@ def test_next_renewal_keeps_the_cadence_from_the_attempt_start() -> None:
     assert next_renewal(timing, attempt_started=100.0, now=125.0) == 0.0  # slow renewal: at once
 
 
+def test_jitter_stretches_the_interval_by_up_to_four_percent() -> None:
+    timing = LeaseTiming()
+    assert next_renewal(timing, attempt_started=100.0, now=100.0, jitter=0.0) == 10.0
+    assert next_renewal(timing, attempt_started=100.0, now=100.0, jitter=0.5) == pytest.approx(10.2)
+    assert next_renewal(timing, attempt_started=100.0, now=100.0, jitter=0.999) == pytest.approx(10.3996)
+
+
+def test_jitter_never_takes_a_renewal_past_half_the_margin_before_the_lease_lapses() -> None:
+    tight = LeaseTiming(duration_seconds=40, renew_interval=39.5)  # 0.5 s of margin
+    assert next_renewal(tight, attempt_started=0.0, now=0.0, jitter=0.999) == pytest.approx(39.75)
+
+
 def test_lease_error_backoff_starts_at_200ms_doubles_and_caps_at_7s() -> None:
     assert [lease_backoff(n) for n in range(1, 8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 7.0]
     assert lease_backoff(10_000) == 7.0
